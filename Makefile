@@ -1,0 +1,68 @@
+# The two set-up commands of README.md:  make serve  and  make test.
+# Needs only Python 3.11, make and apt-get; everything else is installed here.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8000
+HOST   ?= 127.0.0.1
+SAMPLE ?= data/sample
+SERVER_DATA ?= data/server
+SYNTHETIC ?= 20
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+APT_TEST_PACKAGES := postgresql
+
+.PHONY: serve test venv sample-data test-deps lint typecheck imports pytest bench clean
+
+$(BIN)/.installed: pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+	$(PIP) install -c requirements/constraints.txt torch==2.13.0
+	$(PIP) install -c requirements/constraints.txt -e '.[dev]'
+	# The MONAI Label Python client (what 3D Slicer uses) drives the tests; its server
+	# dependencies are not needed.
+	$(PIP) install --no-deps monailabel==0.8.5
+	touch $@
+
+venv: $(BIN)/.installed
+
+$(SAMPLE)/README.txt: | $(BIN)/.installed
+	$(BIN)/labelloop sample-data --out $(SAMPLE) --real --synthetic $(SYNTHETIC) \
+	  || $(BIN)/labelloop sample-data --out $(SAMPLE) --synthetic $(SYNTHETIC)
+
+sample-data: $(SAMPLE)/README.txt
+
+## Serve the sample data on http://$(HOST):$(PORT)
+serve: venv sample-data
+	$(BIN)/labelloop serve --app apps/radiology --studies $(SAMPLE) --data-dir $(SERVER_DATA) \
+	  --host $(HOST) --port $(PORT)
+
+## Debian packages the tests start for real (PostgreSQL).
+test-deps:
+	@missing=""; for p in $(APT_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check server apps tests bench
+	$(BIN)/ruff format --check server apps tests bench
+
+typecheck: venv
+	$(BIN)/mypy server/labelloop apps/radiology
+
+imports: venv
+	$(BIN)/lint-imports
+
+pytest: venv test-deps
+	$(BIN)/python -m pytest
+
+## Everything CI runs: lint, types, layer contracts, the whole test suite.
+test: venv test-deps lint typecheck imports pytest
+
+bench: venv sample-data
+	$(BIN)/python bench/datastore.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,31 @@
+"""The radiology app: CT/MR segmentation of the sample cohort's abdominal structures.
+
+Pure ML code: it imports ``labelloop.tasks`` and ``labelloop.imaging`` and nothing else from
+the server.
+"""
+
+from __future__ import annotations
+
+from labelloop.tasks import App
+
+__version__ = "0.1.0"
+
+#: Label values of the synthetic CT cohort (``labelloop sample-data``); 0 is background.
+LABELS = {
+    "background": 0,
+    "liver": 1,
+    "spleen": 2,
+    "left kidney": 3,
+    "right kidney": 4,
+    "lesion": 5,
+}
+
+
+def build_app() -> App:
+    """The app the server hosts."""
+    return App(
+        name=f"labelloop - Radiology ({__version__})",
+        description="Active-learning segmentation of abdominal CT structures",
+        version=__version__,
+        labels=LABELS,
+    )

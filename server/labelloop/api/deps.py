@@ -1,0 +1,95 @@
+"""What routers receive: the services ``create_app`` wired, the current user, request helpers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, UploadFile
+
+from labelloop.datastore import Datastore
+from labelloop.errors import InvalidParamsError
+from labelloop.settings import Settings
+from labelloop.tasks import App
+
+__all__ = [
+    "Services",
+    "ServicesDep",
+    "DatastoreDep",
+    "UserDep",
+    "parse_json_object",
+    "spooled_upload",
+    "spooled_uploads",
+]
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the routers may call; built once per application by ``create_app``."""
+
+    settings: Settings
+    app: App
+    datastore: Datastore
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def get_datastore(request: Request) -> Datastore:
+    return get_services(request).datastore
+
+
+def get_user(request: Request) -> str:
+    """The acting user; the configured name while authentication is off (MONAI Label: ``admin``)."""
+    return get_services(request).settings.user
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+DatastoreDep = Annotated[Datastore, Depends(get_datastore)]
+UserDep = Annotated[str, Depends(get_user)]
+
+
+def parse_json_object(raw: str | None, field: str) -> dict[str, Any]:
+    """Parse a form field holding a JSON object (MONAI Label's ``params``/``info`` convention).
+
+    Missing, empty or ``null`` means ``{}``; anything but an object is a 422.
+    """
+    if raw is None or raw.strip() in ("", "null"):
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidParamsError(f"'{field}' is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidParamsError(f"'{field}' must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+@contextmanager
+def spooled_upload(datastore: Datastore, upload: UploadFile) -> Iterator[Path]:
+    """The upload as a file under the data directory's scratch space, removed afterwards."""
+    with datastore.blobs.scratch() as path:
+        upload.file.seek(0)
+        with open(path, "wb") as out:
+            shutil.copyfileobj(upload.file, out, 1024 * 1024)
+        yield path
+
+
+@contextmanager
+def spooled_uploads(
+    datastore: Datastore, uploads: list[UploadFile]
+) -> Iterator[list[tuple[str | None, Path]]]:
+    """Several uploads as ``(client filename, scratch path)`` pairs, removed afterwards."""
+    with ExitStack() as stack:
+        yield [
+            (upload.filename, stack.enter_context(spooled_upload(datastore, upload))) for upload in uploads
+        ]

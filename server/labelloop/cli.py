@@ -1,0 +1,214 @@
+"""``labelloop serve | import | sample-data | migrate``: thin commands over the services.
+
+Every flag also reads its ``LABELLOOP_*`` environment variable (through ``Settings``); a
+flag given on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from labelloop import __version__
+from labelloop.settings import Settings
+
+__all__ = ["main"]
+
+logger = logging.getLogger("labelloop")
+
+# flag -> Settings field
+_SERVER_FLAGS: dict[str, str] = {
+    "--app": "app",
+    "--studies": "studies",
+    "--data-dir": "data_dir",
+    "--database-url": "database_url",
+    "--host": "host",
+    "--port": "port",
+    "--log-level": "log_level",
+}
+
+
+def _field_help(name: str) -> str:
+    field = Settings.model_fields[name]
+    default = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
+    env = f"LABELLOOP_{name.upper()}"
+    shown = "current directory's apps/radiology" if name == "app" else default
+    return f"{field.description}. Env {env}; default: {shown}"
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, flags: Sequence[str]) -> None:
+    for flag in flags:
+        name = _SERVER_FLAGS[flag]
+        kind: Callable[[str], Any] = int if name == "port" else str
+        parser.add_argument(flag, dest=name, type=kind, default=None, help=_field_help(name))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: getattr(args, name) for name in _SERVER_FLAGS.values() if getattr(args, name, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def _configure_logging(settings: Settings, *, to_file: bool) -> None:
+    level = getattr(logging, settings.log_level.upper(), logging.INFO)
+    fmt = logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] (%(name)s) - %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    root.addHandler(console)
+    if to_file:
+        settings.log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            settings.log_file, maxBytes=50 * 1024 * 1024, backupCount=5, encoding="utf-8"
+        )
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+
+
+class _Progress:
+    """Progress of a long step on stderr: a rewritten line on a terminal, else a line per 10%."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.tty = sys.stderr.isatty()
+        self.last_decile = -1
+        self.started = time.monotonic()
+
+    def __call__(self, done: int, total: int, item: str) -> None:
+        pct = 100 * done // max(total, 1)
+        line = f"{self.what}: {done}/{total} ({pct}%) {item}"
+        if self.tty:
+            sys.stderr.write("\r\x1b[K" + line[:150])
+            if done >= total:
+                sys.stderr.write("\n")
+        elif pct // 10 != self.last_decile or done >= total:
+            self.last_decile = pct // 10
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from labelloop.server import create_app
+
+    settings = _settings(args)
+    _configure_logging(settings, to_file=True)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from labelloop.server import build_services
+
+    settings = _settings(args)
+    _configure_logging(settings, to_file=False)
+    services = build_services(settings)
+    report = services.datastore.import_folder(
+        Path(args.folder), user=settings.user, progress=_Progress(f"import {args.folder}")
+    )
+    print(report.summary())
+    for name, reason in report.skipped:
+        print(f"  skipped {name}: {reason}")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from labelloop.datastore import Database
+
+    settings = _settings(args)
+    _configure_logging(settings, to_file=False)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Database(settings.resolved_database_url).migrate()
+    print(f"database at head: {settings.resolved_database_url.split('@')[-1]}")
+    return 0
+
+
+def _cmd_sample_data(args: argparse.Namespace) -> int:
+    from labelloop.sampledata import SampleDataError, build_sample_data
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        summary = build_sample_data(
+            Path(args.out),
+            real=args.real,
+            synthetic=args.synthetic,
+            seed=args.seed,
+            labelled=args.labelled,
+            progress=_Progress("sample data"),
+        )
+    except SampleDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for kind, ids in summary.items():
+        if isinstance(ids, list):
+            print(f"{kind}: {len(ids)} cases")
+    print(f"sample data in {args.out}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labelloop", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument("--version", action="version", version=f"labelloop {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="Serve the app and studies over HTTP (MONAI Label REST API)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_settings_flags(serve, list(_SERVER_FLAGS))
+    serve.set_defaults(func=_cmd_serve)
+
+    imp = commands.add_parser("import", help="Register a MONAI Label-style studies folder in place")
+    imp.add_argument("folder", help="Folder with images at the top and labels/<tag>/<id>.<ext>")
+    _add_settings_flags(imp, ["--app", "--data-dir", "--database-url", "--log-level"])
+    imp.set_defaults(func=_cmd_import)
+
+    mig = commands.add_parser("migrate", help="Apply database migrations and exit")
+    _add_settings_flags(mig, ["--data-dir", "--database-url", "--log-level"])
+    mig.set_defaults(func=_cmd_migrate)
+
+    sample = commands.add_parser(
+        "sample-data",
+        help="Write sample studies: a synthetic CT cohort and (--real) real cases from PyPI",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sample.add_argument("--out", required=True, help="Folder to write the studies to")
+    sample.add_argument("--real", action="store_true", help="Also fetch the real pyradiomics 3.0.1 cases")
+    sample.add_argument("--synthetic", type=int, default=20, help="Number of synthetic CT cases")
+    sample.add_argument("--seed", type=int, default=0, help="Seed of the synthetic cohort")
+    sample.add_argument(
+        "--labelled", type=int, default=4, help="Synthetic cases that start with a final label"
+    )
+    sample.set_defaults(func=_cmd_sample_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

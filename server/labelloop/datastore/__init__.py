@@ -1,0 +1,26 @@
+"""The catalogue: images, immutable label versions, sessions; SQLite or PostgreSQL plus blob files."""
+
+from labelloop.datastore.blobs import BlobStore, sha256_file
+from labelloop.datastore.database import Database
+from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, validate_tag
+from labelloop.datastore.importer import ImportReport, studies_id
+from labelloop.datastore.labels import parse_if_match
+from labelloop.datastore.records import ImageRecord, LabelVersion, SessionRecord
+from labelloop.datastore.service import Datastore
+
+__all__ = [
+    "DEFAULT_TAG",
+    "ORIGINAL_TAG",
+    "BlobStore",
+    "Database",
+    "Datastore",
+    "ImageRecord",
+    "ImportReport",
+    "LabelVersion",
+    "SessionRecord",
+    "parse_if_match",
+    "sha256_file",
+    "studies_id",
+    "validate_id",
+    "validate_tag",
+]

@@ -1,0 +1,113 @@
+"""Files the server owns, under the data directory, written atomically.
+
+A blob is written to a temporary file in the same file system, fsynced, renamed into place
+and its directory fsynced, so a crash leaves either the whole file or nothing. Callers
+commit the database row only after ``put`` returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["BlobStore", "sha256_file"]
+
+_CHUNK = 1024 * 1024
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    """Content under ``root``, addressed by keys like ``labels/3f/<uuid>.nrrd``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        """The file of ``key``; keys are generated here, never taken from clients."""
+        return self.root / key
+
+    def new_key(self, kind: str, filename: str) -> str:
+        """A fresh key ``<kind>/<xx>/<uuid>/<filename>`` (the basename keeps the real extension)."""
+        token = uuid.uuid4().hex
+        return f"{kind}/{token[:2]}/{token}/{filename}"
+
+    def new_scratch(self, suffix: str = "") -> Path:
+        """A fresh temporary file path under the data directory; the caller removes it."""
+        return self.tmp / f"{uuid.uuid4().hex}{suffix}"
+
+    def clean_scratch(self, older_than_s: float) -> int:
+        """Remove scratch files older than ``older_than_s`` (left by a crash); returns how many."""
+        import time
+
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in self.tmp.iterdir():
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    @contextmanager
+    def scratch(self, suffix: str = "") -> Iterator[Path]:
+        """A temporary file path under the data directory, removed when the block ends."""
+        path = self.new_scratch(suffix)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def put(self, key: str, source: Path) -> tuple[str, int]:
+        """Copy ``source`` to ``key`` atomically; returns ``(sha256, size_bytes)``."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.tmp / f"{uuid.uuid4().hex}.partial"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(source, "rb") as src, open(partial, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(partial, target)
+            _fsync_dir(target.parent)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return digest.hexdigest(), size
+
+    def delete(self, key: str) -> None:
+        """Remove a blob and the per-blob directory that held it."""
+        target = self.path(key)
+        target.unlink(missing_ok=True)
+        try:
+            target.parent.rmdir()  # only succeeds when empty: one directory per blob
+        except OSError:
+            pass

@@ -1,0 +1,107 @@
+"""Engine, transactions and migrations for SQLite (embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.sql.expression import Executable
+
+__all__ = ["Database"]
+
+logger = logging.getLogger(__name__)
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_WRITE = "labelloop_write"
+
+
+class Database:
+    """A SQLAlchemy engine plus the two kinds of transaction the datastore uses.
+
+    ``read()`` is a plain transaction. ``write()`` takes the write lock up front on SQLite
+    (``BEGIN IMMEDIATE``), so two writers queue on ``busy_timeout`` instead of failing with
+    "database is locked" when a read lock would have to be upgraded; on PostgreSQL it is a
+    plain transaction whose row locks (``FOR UPDATE``) do the same job.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs.update(
+                connect_args={"check_same_thread": False, "timeout": 60},
+                pool_size=8,
+                max_overflow=56,
+                pool_timeout=60,
+            )
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=8, max_overflow=24, pool_timeout=60)
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            self._install_sqlite_hooks(self.engine)
+
+    @staticmethod
+    def _install_sqlite_hooks(engine: Engine) -> None:
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not pysqlite, decide when transactions begin (SQLAlchemy's recipe).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, committed when the block ends without an exception."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
+
+    def migrate(self) -> None:
+        """Apply every Alembic migration up to head; safe when several processes start at once."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        with self.write() as conn:
+            if not self.is_sqlite:
+                # One migrator at a time across processes; the lock ends with the transaction.
+                conn.execute(text("SELECT pg_advisory_xact_lock(7254019)"))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def insert_ignore(self, table: Table, **values: Any) -> Executable:
+        """``INSERT ... ON CONFLICT DO NOTHING`` for this backend."""
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(table).values(**values).on_conflict_do_nothing()
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).values(**values).on_conflict_do_nothing()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,295 @@
+"""Labels: immutable versions per (image, tag), with provenance and optimistic concurrency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, desc, insert, select, update
+
+from labelloop.datastore.ids import ORIGINAL_TAG, validate_id, validate_tag
+from labelloop.datastore.images import ImageStore
+from labelloop.datastore.intake import accept_label
+from labelloop.datastore.records import Context, LabelVersion
+from labelloop.datastore.schema import label_versions, labels
+from labelloop.errors import ConflictError, LabelConflictError, LabelNotFoundError
+
+__all__ = ["LabelStore", "parse_if_match"]
+
+
+def parse_if_match(header: str | None) -> list[str] | None:
+    """The entity tags of an ``If-Match`` header (``["*"]`` for a wildcard); ``None`` when absent."""
+    if header is None or not header.strip():
+        return None
+    return [part.strip() for part in header.split(",") if part.strip()]
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+class LabelStore:
+    """Save, read, annotate and retire label versions."""
+
+    def __init__(self, ctx: Context, images: ImageStore) -> None:
+        self._ctx = ctx
+        self._images = images
+
+    def _record(self, row: RowMapping) -> LabelVersion:
+        return LabelVersion(
+            image_id=row["image_id"],
+            tag=row["tag"],
+            version=int(row["version"]),
+            name=row["name"],
+            ext=row["ext"],
+            sha256=row["sha256"],
+            size_bytes=int(row["size_bytes"]),
+            image_sha256=row["image_sha256"],
+            params=dict(row["params"] or {}),
+            info=dict(row["info"] or {}),
+            author=row["author"],
+            client_id=row["client_id"],
+            created_at=float(row["created_at"]),
+            parent_version=row["parent_version"],
+            model=row["model"],
+            model_version=row["model_version"],
+            source=row["source"],
+            path=self._ctx.blobs.path(row["location"]),
+        )
+
+    # ------------------------------------------------------------ writing
+
+    def save(
+        self,
+        image_id: str,
+        tag: str | None,
+        source: Path,
+        *,
+        filename: str | None,
+        params: dict[str, Any],
+        user: str,
+        if_match: list[str] | None = None,
+        origin: str = "upload",
+        model: str | None = None,
+        model_version: int | None = None,
+    ) -> LabelVersion:
+        """Store ``source`` as the next version of ``(image_id, tag)``.
+
+        The label must lie on the image's grid. With ``if_match`` (ETags, or ``["*"]``) the save
+        succeeds only if the current version is one of them; otherwise ``LabelConflictError``
+        and nothing is stored.
+        """
+        validate_id(image_id)
+        tag = validate_tag(tag)
+        image = self._images.get(image_id)
+        with accept_label(source, filename, image.geometry, self._ctx.blobs, self._ctx.settings) as accepted:
+            name = f"{image_id}{accepted.ext}"
+            key = self._ctx.blobs.new_key("labels", name)
+            sha256, size = self._ctx.blobs.put(key, accepted.file)
+        model = model or (params.get("model") if isinstance(params.get("model"), str) else None)
+        if model_version is None:
+            model_version = _int_or_none(params.get("model_version"))
+        client_id = params.get("client_id")
+        try:
+            with self._ctx.db.write() as conn:
+                current = self._images.get_in(conn, image_id)
+                if current.sha256 != image.sha256:
+                    raise ConflictError(f"Image '{image_id}' was replaced while the label was being saved")
+                if model and model_version is None and tag != ORIGINAL_TAG:
+                    model_version = self._started_from(conn, image_id, model)
+                now = self._ctx.clock()
+                conn.execute(
+                    self._ctx.db.insert_ignore(
+                        labels, image_id=image_id, tag=tag, head_version=0, updated_at=now
+                    )
+                )
+                head = (
+                    conn.execute(
+                        select(labels)
+                        .where(labels.c.image_id == image_id, labels.c.tag == tag)
+                        .with_for_update()
+                    )
+                    .mappings()
+                    .one()
+                )
+                head_version = int(head["head_version"])
+                live = head_version > 0 and head["deleted_at"] is None
+                if if_match is not None:
+                    self._check_if_match(conn, image_id, tag, head_version if live else 0, if_match)
+                version = head_version + 1
+                conn.execute(
+                    insert(label_versions).values(
+                        image_id=image_id,
+                        tag=tag,
+                        version=version,
+                        location=key,
+                        name=name,
+                        ext=accepted.ext,
+                        sha256=sha256,
+                        size_bytes=size,
+                        image_sha256=image.sha256,
+                        params=params,
+                        info={},
+                        author=user,
+                        client_id=str(client_id) if client_id is not None else None,
+                        created_at=now,
+                        parent_version=head_version if head_version > 0 else None,
+                        model=model,
+                        model_version=model_version,
+                        source=origin,
+                    )
+                )
+                conn.execute(
+                    update(labels)
+                    .where(labels.c.image_id == image_id, labels.c.tag == tag)
+                    .values(head_version=version, deleted_at=None, updated_at=now)
+                )
+                return self._get_in(conn, image_id, tag, version)
+        except BaseException:
+            self._ctx.blobs.delete(key)
+            raise
+
+    def _check_if_match(
+        self, conn: Connection, image_id: str, tag: str, head_version: int, tags: list[str]
+    ) -> None:
+        if head_version == 0:
+            raise LabelConflictError(
+                f"If-Match was given but image '{image_id}' has no '{tag}' label; save without If-Match"
+            )
+        if "*" in tags:
+            return
+        current = self._get_in(conn, image_id, tag, head_version)
+        if current.etag not in tags:
+            raise LabelConflictError(
+                f"The '{tag}' label of image '{image_id}' changed: it is now version {current.version} "
+                f"(ETag {current.etag}) by {current.author}; reload it before saving"
+            )
+
+    @staticmethod
+    def _started_from(conn: Connection, image_id: str, model: str) -> int | None:
+        """The model version of the newest model output for this image by ``model``, if any."""
+        row = conn.execute(
+            select(label_versions.c.model_version)
+            .where(
+                label_versions.c.image_id == image_id,
+                label_versions.c.model == model,
+                label_versions.c.model_version.is_not(None),
+            )
+            .order_by(desc(label_versions.c.created_at))
+            .limit(1)
+        ).first()
+        return int(row.model_version) if row is not None else None
+
+    def update_info(self, image_id: str, tag: str | None, info: dict[str, Any], user: str) -> LabelVersion:
+        """Merge ``info`` (plus ``user``) into the current version's info; the file stays as it is."""
+        validate_id(image_id)
+        tag = validate_tag(tag)
+        with self._ctx.db.write() as conn:
+            head = self._head(conn, image_id, tag, lock=True)
+            current = self._get_in(conn, image_id, tag, head)
+            merged = {
+                **current.info,
+                **{k: v for k, v in info.items() if k not in ("ts", "name")},
+                "user": user,
+            }
+            conn.execute(
+                update(label_versions)
+                .where(
+                    label_versions.c.image_id == image_id,
+                    label_versions.c.tag == tag,
+                    label_versions.c.version == head,
+                )
+                .values(info=merged)
+            )
+            return self._get_in(conn, image_id, tag, head)
+
+    def delete(self, image_id: str, tag: str | None) -> bool:
+        """Retire ``(image_id, tag)``; its versions stay in the history. False if there was none."""
+        validate_id(image_id)
+        tag = validate_tag(tag)
+        now = self._ctx.clock()
+        with self._ctx.db.write() as conn:
+            result = conn.execute(
+                update(labels)
+                .where(labels.c.image_id == image_id, labels.c.tag == tag, labels.c.deleted_at.is_(None))
+                .values(deleted_at=now, updated_at=now)
+            )
+            return bool(result.rowcount)
+
+    # ------------------------------------------------------------ reading
+
+    def _head(self, conn: Connection, image_id: str, tag: str, *, lock: bool = False) -> int:
+        query = select(labels.c.head_version).where(
+            labels.c.image_id == image_id,
+            labels.c.tag == tag,
+            labels.c.deleted_at.is_(None),
+            labels.c.head_version > 0,
+        )
+        if lock:
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise LabelNotFoundError(f"Label '{tag}' of image '{image_id}' not found")
+        return int(row.head_version)
+
+    def _get_in(self, conn: Connection, image_id: str, tag: str, version: int) -> LabelVersion:
+        row = (
+            conn.execute(
+                select(label_versions).where(
+                    label_versions.c.image_id == image_id,
+                    label_versions.c.tag == tag,
+                    label_versions.c.version == version,
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise LabelNotFoundError(f"Version {version} of label '{tag}' of image '{image_id}' not found")
+        return self._record(row)
+
+    def get(self, image_id: str, tag: str | None, version: int | None = None) -> LabelVersion:
+        """The current version of ``(image_id, tag)``, or the given ``version`` from its history."""
+        validate_id(image_id)
+        tag = validate_tag(tag)
+        with self._ctx.db.read() as conn:
+            if version is None:
+                version = self._head(conn, image_id, tag)
+            return self._get_in(conn, image_id, tag, version)
+
+    def versions(self, image_id: str, tag: str | None = None) -> list[LabelVersion]:
+        """The history of an image's labels (one tag, or all), newest first."""
+        validate_id(image_id)
+        query = select(label_versions).where(label_versions.c.image_id == image_id)
+        if tag is not None:
+            query = query.where(label_versions.c.tag == validate_tag(tag))
+        with self._ctx.db.read() as conn:
+            rows = conn.execute(
+                query.order_by(desc(label_versions.c.created_at), desc(label_versions.c.version))
+            ).mappings()
+            return [self._record(r) for r in rows]
+
+    def current(self, tag: str | None = None) -> list[LabelVersion]:
+        """The current version of every live label (of one tag, or all) of live images."""
+        query = (
+            select(label_versions)
+            .join(
+                labels,
+                (labels.c.image_id == label_versions.c.image_id)
+                & (labels.c.tag == label_versions.c.tag)
+                & (labels.c.head_version == label_versions.c.version),
+            )
+            .where(labels.c.deleted_at.is_(None))
+        )
+        if tag is not None:
+            query = query.where(labels.c.tag == tag)
+        with self._ctx.db.read() as conn:
+            return [
+                self._record(r) for r in conn.execute(query.order_by(label_versions.c.image_id)).mappings()
+            ]

@@ -1,0 +1,32 @@
+"""Volume I/O (NIfTI, NRRD, DICOM series) and geometry checks.
+
+Arrays are ``(I, J, K)`` in file index order; affines map voxel indices to RAS millimetres.
+"""
+
+from labelloop.imaging.dicom import read_dicom_series, read_dicom_zip
+from labelloop.imaging.formats import (
+    VOLUME_EXTENSIONS,
+    FileKind,
+    canonical_extension,
+    sniff,
+    strip_extensions,
+)
+from labelloop.imaging.geometry import check_same_grid
+from labelloop.imaging.volume import Geometry, Volume, VolumeFormat, read_geometry, read_volume, write_volume
+
+__all__ = [
+    "VOLUME_EXTENSIONS",
+    "FileKind",
+    "Geometry",
+    "Volume",
+    "VolumeFormat",
+    "canonical_extension",
+    "check_same_grid",
+    "read_dicom_series",
+    "read_dicom_zip",
+    "read_geometry",
+    "read_volume",
+    "sniff",
+    "strip_extensions",
+    "write_volume",
+]

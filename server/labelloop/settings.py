@@ -1,0 +1,92 @@
+"""One typed ``Settings`` object, read from CLI flags and ``LABELLOOP_*`` environment variables.
+
+Nested groups use a double underscore: ``LABELLOOP_SESSIONS__MAX_EXPIRY_S=600``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "DatastoreSettings", "SessionSettings", "default_data_dir"]
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/labelloop``, else ``~/.local/share/labelloop``."""
+    import os
+
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "labelloop"
+
+
+class DatastoreSettings(BaseModel):
+    """Limits and defaults of the datastore."""
+
+    upload_max_bytes: int = Field(
+        2 * 1024**3, gt=0, description="Largest accepted upload (image, label, session) in bytes"
+    )
+    dicom_zip_max_bytes: int = Field(
+        4 * 1024**3, gt=0, description="Largest total uncompressed size of a zipped DICOM series"
+    )
+    spacing_tolerance: float = Field(
+        1e-3, ge=0, description="Relative tolerance when a label's spacing is compared with its image's"
+    )
+    direction_tolerance: float = Field(
+        1e-3,
+        ge=0,
+        description="Absolute tolerance on direction cosines when a label is compared with its image",
+    )
+    origin_tolerance_voxels: float = Field(
+        0.5, ge=0, description="Largest origin difference between label and image, in voxels"
+    )
+
+
+class SessionSettings(BaseModel):
+    """Temporary server-side images (``/session/``)."""
+
+    enabled: bool = True
+    max_expiry_s: int = Field(3600, gt=0, description="Longest allowed session lifetime in seconds")
+    cleanup_interval_s: float = Field(300.0, gt=0, description="How often expired sessions are removed")
+
+
+class Settings(BaseSettings):
+    """Everything the server and the CLI can be told; every field is also ``LABELLOOP_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LABELLOOP_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    app: Path = Field(Path("apps/radiology"), description="Folder of the app to serve")
+    studies: str | None = Field(
+        None, description="Folder of studies to register in place (or a DICOMweb URL in a later release)"
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where the database, uploaded images, label versions and logs live",
+    )
+    host: str = Field("127.0.0.1", description="Address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; default: SQLite (WAL) at DATA_DIR/labelloop.db. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host/db",
+    )
+    log_level: str = Field("INFO", description="Log level of the server log")
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"], description="Allowed CORS origins")
+    user: str = Field("admin", description="User name recorded while authentication is off")
+    datastore: DatastoreSettings = Field(default_factory=DatastoreSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite under the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'labelloop.db').resolve()}"
+
+    @property
+    def log_file(self) -> Path:
+        """The server log that ``/logs/`` serves."""
+        return self.data_dir / "logs" / "app.log"

@@ -1,0 +1,80 @@
+"""The app contract: what an app folder declares, and how the server loads it."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labelloop.errors import LabelloopError
+
+__all__ = ["App", "AppLoadError", "load_app"]
+
+
+class AppLoadError(LabelloopError):
+    """The app folder cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class App:
+    """An app: its identity and labels (its models, trainers and strategies come in later releases).
+
+    Attributes:
+        name: shown by clients, e.g. ``"labelloop - Radiology (0.1.0)"``.
+        description: one line.
+        version: the app's own version string.
+        labels: label name -> integer value in label maps; ``background`` is 0.
+    """
+
+    name: str
+    description: str
+    version: str
+    labels: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        values = list(self.labels.values())
+        if len(set(values)) != len(values):
+            raise AppLoadError(f"App {self.name!r} gives two labels the same value: {dict(self.labels)}")
+        if any(v < 0 for v in values):
+            raise AppLoadError(f"App {self.name!r} has a negative label value: {dict(self.labels)}")
+
+    @property
+    def label_names(self) -> list[str]:
+        """Label names ordered by value (MONAI Label's top-level ``labels`` array)."""
+        return [name for name, _ in sorted(self.labels.items(), key=lambda kv: kv[1])]
+
+
+def load_app(folder: Path) -> App:
+    """Import the app package in ``folder`` and call its ``build_app() -> App``.
+
+    The folder is a Python package (``__init__.py``) that may import ``labelloop.tasks`` and
+    ``labelloop.imaging``; it is imported under the name ``labelloop_app_<folder name>``.
+    """
+    folder = folder.resolve()
+    init = folder / "__init__.py"
+    if not init.is_file():
+        raise AppLoadError(f"{folder} is not an app folder: it has no __init__.py")
+    module_name = f"labelloop_app_{folder.name.replace('-', '_')}"
+    module = sys.modules.get(module_name)
+    if module is None or Path(getattr(module, "__file__", "")).resolve() != init:
+        spec = importlib.util.spec_from_file_location(
+            module_name, init, submodule_search_locations=[str(folder)]
+        )
+        if spec is None or spec.loader is None:
+            raise AppLoadError(f"Cannot import the app in {folder}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception:
+            sys.modules.pop(module_name, None)
+            raise
+    build = getattr(module, "build_app", None)
+    if not callable(build):
+        raise AppLoadError(f"The app in {folder} defines no build_app() function")
+    app = build()
+    if not isinstance(app, App):
+        raise AppLoadError(f"build_app() in {folder} returned {type(app).__name__}, not labelloop.tasks.App")
+    return app

@@ -1,0 +1,79 @@
+"""Fixtures: real servers on 127.0.0.1 (uvicorn), a real PostgreSQL, small volumes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labelloop.settings import Settings
+from tests.support.postgres import PostgresServer, start_postgres
+from tests.support.servers import APP_DIR, LiveServer, free_port, start_thread_server
+from tests.support.volumes import make_image, make_label
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run; each test gets its own database."""
+    server, stop = start_postgres()
+    try:
+        yield server
+    finally:
+        stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Run the test on the embedded SQLite default and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database()
+
+
+ServerFactory = Callable[..., LiveServer]
+
+
+@pytest.fixture
+def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """Start servers (uvicorn in a thread) with a fresh data dir; all are stopped after the test."""
+    started: list[LiveServer] = []
+
+    def factory(database_url: str | None = None, **overrides: Any) -> LiveServer:
+        data_dir = tmp_path_factory.mktemp("data")
+        settings = Settings(
+            app=APP_DIR, data_dir=data_dir, port=free_port(), database_url=database_url, **overrides
+        )
+        server = start_thread_server(settings)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: ServerFactory, database_url: str | None) -> LiveServer:
+    """A server on SQLite and, in a second run of the test, on PostgreSQL."""
+    return make_server(database_url)
+
+
+@pytest.fixture
+def sqlite_server(make_server: ServerFactory) -> LiveServer:
+    """A server on the embedded SQLite default only."""
+    return make_server()
+
+
+@pytest.fixture
+def volumes(tmp_path: Path) -> Callable[..., Path]:
+    """``volumes(name, kind="image"|"label", **kw)`` writes a small test volume and returns its path."""
+
+    def write(name: str, kind: str = "image", **kwargs: Any) -> Path:
+        path = tmp_path / name
+        (make_image if kind == "image" else make_label)(path, **kwargs)
+        return path
+
+    return write
