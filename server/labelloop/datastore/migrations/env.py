@@ -1,33 +1,33 @@
-"""Alembic environment: runs on the connection that ``Database.migrate`` hands over."""
+"""Alembic environment: runs on the connection (or engine) handed over in ``config.attributes``.
+
+``Database.migrate`` hands over a connection inside its locked transaction; pytest-alembic
+hands over an engine.
+"""
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, Engine, create_engine
 
 from labelloop.datastore.schema import metadata
 
 config = context.config
-connection = config.attributes.get("connection")
+connectable = config.attributes.get("connection")
 
 
-def _run(conn: object) -> None:
-    context.configure(
-        connection=conn,  # type: ignore[arg-type]
-        target_metadata=metadata,
-        render_as_batch=True,
-        compare_type=True,
-    )
+def _run(conn: Connection) -> None:
+    context.configure(connection=conn, target_metadata=metadata, render_as_batch=True, compare_type=True)
     with context.begin_transaction():
         context.run_migrations()
 
 
-if connection is not None:
-    _run(connection)
+if isinstance(connectable, Connection):
+    _run(connectable)
 else:
-    url = config.get_main_option("sqlalchemy.url")
-    if not url:
-        raise RuntimeError("set sqlalchemy.url or pass a connection in config.attributes")
-    engine = create_engine(url)
-    with engine.begin() as conn:
+    if not isinstance(connectable, Engine):
+        url = config.get_main_option("sqlalchemy.url")
+        if not url:
+            raise RuntimeError("set sqlalchemy.url or pass a connection in config.attributes")
+        connectable = create_engine(url)
+    with connectable.begin() as conn:
         _run(conn)

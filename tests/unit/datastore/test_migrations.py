@@ -1,0 +1,45 @@
+"""The Alembic migrations: one head, upgrade and downgrade cleanly, and match the tables in code.
+
+pytest-alembic's checks run against SQLite and a real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pytest_alembic.config import Config
+from pytest_alembic.tests import (  # noqa: F401  (collected as tests here)
+    test_model_definitions_match_ddl,
+    test_single_head_revision,
+    test_up_down_consistency,
+    test_upgrade,
+)
+from sqlalchemy import Engine, create_engine, inspect
+
+import labelloop.datastore
+from labelloop.datastore import Database
+
+MIGRATIONS = Path(labelloop.datastore.__file__).parent / "migrations"
+
+
+@pytest.fixture
+def alembic_config() -> Config:
+    return Config(config_options={"script_location": str(MIGRATIONS)})
+
+
+@pytest.fixture
+def alembic_engine(database_url: str | None, tmp_path: Path) -> Iterator[Engine]:
+    engine = create_engine(database_url or f"sqlite:///{tmp_path / 'migrations.db'}")
+    yield engine
+    engine.dispose()
+
+
+def test_migrate_twice_is_a_no_op(database_url: str | None, tmp_path: Path) -> None:
+    db = Database(database_url or f"sqlite:///{tmp_path / 'twice.db'}")
+    db.migrate()
+    db.migrate()
+    tables = set(inspect(db.engine).get_table_names())
+    assert {"images", "labels", "label_versions", "sessions", "alembic_version"} <= tables
+    db.dispose()
