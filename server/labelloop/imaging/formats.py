@@ -8,7 +8,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from labelloop.errors import ImageFormatError
+from labelloop.errors import ImageFormatError, ImageReadError
 
 __all__ = [
     "FileKind",
@@ -54,6 +54,7 @@ def sniff(path: Path) -> FileKind:
 
     Raises:
         ImageFormatError: the content is none of NIfTI (plain or gzipped), NRRD, zip or DICOM.
+        ImageReadError: a gzip stream that cannot be decompressed (a damaged file).
     """
     with open(path, "rb") as f:
         head = f.read(1024)
@@ -62,7 +63,8 @@ def sniff(path: Path) -> FileKind:
             with gzip.open(path, "rb") as g:
                 inner = g.read(544)
         except (OSError, EOFError, zlib.error) as exc:
-            raise ImageFormatError(
+            # A gzip stream that breaks off is a damaged file of a known kind, not an unknown format.
+            raise ImageReadError(
                 f"The file is gzip-compressed but cannot be decompressed: {scrub(exc, path)}"
             ) from exc
         if _is_nifti_header(inner):

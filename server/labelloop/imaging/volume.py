@@ -158,29 +158,31 @@ def _nrrd_geometry(header: Mapping[str, Any]) -> Geometry:
     if not sizes:
         raise ImageReadError("The NRRD header has no sizes field")
     directions = header.get("space directions")
-    spatial_axes = list(range(len(sizes)))
     if directions is not None:
         rows = np.asarray(directions, dtype=np.float64)
         spatial_axes = [a for a in range(rows.shape[0]) if np.all(np.isfinite(rows[a]))]
-        nonspatial = [a for a in range(len(sizes)) if a not in spatial_axes]
-        if any(sizes[a] != 1 for a in nonspatial):
-            raise ImageReadError(
-                f"The NRRD file has a non-spatial axis of size {[sizes[a] for a in nonspatial]} "
-                "(multi-channel or multi-layer segmentation); a single 3D volume is needed"
-            )
-        if nonspatial and nonspatial != list(range(len(nonspatial))):
-            raise ImageReadError("The NRRD file's non-spatial axis must come first")
-        mat = rows[spatial_axes].T
+        columns = rows[spatial_axes].T  # (space dimension, spatial axes)
     else:
         spacings = header.get("spacings")
         spacing = np.asarray(spacings if spacings is not None else [1.0] * len(sizes), dtype=np.float64)
-        mat = np.diag(np.where(np.isfinite(spacing), spacing, 1.0))
-    if mat.shape[0] == 2:  # a 2D image: embed in 3D with a unit slice
-        mat = np.pad(mat, ((0, 1), (0, 1)))
-        mat[2, 2] = 1.0
-    if mat.shape != (3, 3):
-        raise ImageReadError(f"The NRRD file has {mat.shape[1]} spatial axes; a 3D volume is needed")
-    origin = np.asarray(header.get("space origin", np.zeros(mat.shape[0])), dtype=np.float64)
+        spatial_axes = [a for a in range(len(sizes)) if np.isfinite(spacing[a]) or a < 3]
+        columns = np.diag(np.where(np.isfinite(spacing[spatial_axes]), spacing[spatial_axes], 1.0))
+    nonspatial = [a for a in range(len(sizes)) if a not in spatial_axes]
+    if any(sizes[a] != 1 for a in nonspatial):
+        raise ImageReadError(
+            f"The NRRD file has a non-spatial axis of size {[sizes[a] for a in nonspatial if sizes[a] != 1]} "
+            "(multi-channel or multi-layer segmentation); a single 3D volume is needed"
+        )
+    if columns.shape == (2, 2):  # a 2D image in a 2D space: embed in 3D with a 1 mm slice
+        columns = np.pad(columns, ((0, 1), (0, 1)))
+        columns[2, 2] = 1.0
+    elif columns.shape == (3, 2):  # a single slice in 3D space (as Slicer and ITK write one)
+        normal = np.cross(columns[:, 0], columns[:, 1])
+        norm = np.linalg.norm(normal)
+        columns = np.c_[columns, normal / norm if norm > 0 else normal]
+    if columns.shape != (3, 3):
+        raise ImageReadError(f"The NRRD file has {columns.shape[1]} spatial axes; a 3D volume is needed")
+    origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
     if origin.shape[0] == 2:
         origin = np.append(origin, 0.0)
     space = str(header.get("space", "left-posterior-superior")).lower()
@@ -188,12 +190,12 @@ def _nrrd_geometry(header: Mapping[str, Any]) -> Geometry:
     if signs is None:
         raise ImageReadError(f"The NRRD space {space!r} is not supported")
     affine = np.eye(4)
-    affine[:3, :3] = mat
+    affine[:3, :3] = columns
     affine[:3, 3] = origin
     affine = np.diag([*signs, 1.0]) @ affine
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise ImageReadError("The NRRD header has no usable orientation (singular or non-finite directions)")
-    shape = _squeeze_to_3d(tuple(sizes[a] for a in spatial_axes) or sizes, "The NRRD image")
+    shape = _squeeze_to_3d(tuple(sizes[a] for a in spatial_axes), "The NRRD image")
     return Geometry(shape=shape, affine=affine)
 
 
