@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from labelloop.tasks import App
 
+from .deepedit import DeepEditTask
+from .segmentation import SegmentationTask
+
 __version__ = "0.1.0"
 
 #: Label values of the synthetic CT cohort (``labelloop sample-data``); 0 is background.
@@ -28,4 +31,8 @@ def build_app() -> App:
         description="Active-learning segmentation of abdominal CT structures",
         version=__version__,
         labels=LABELS,
+        infer_tasks={
+            "segmentation": SegmentationTask(LABELS),
+            "deepedit": DeepEditTask(LABELS),
+        },
     )

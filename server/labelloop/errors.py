@@ -24,6 +24,8 @@ __all__ = [
     "ConflictError",
     "LabelConflictError",
     "FeatureDisabledError",
+    "ModelNotReadyError",
+    "BusyError",
 ]
 
 
@@ -91,5 +93,13 @@ class LabelConflictError(ConflictError):
     """The label changed since the version the client started from."""
 
 
+class ModelNotReadyError(ConflictError):
+    """The model has no trained version yet; train it first."""
+
+
 class FeatureDisabledError(LabelloopError):
     """This feature is not enabled on this server."""
+
+
+class BusyError(LabelloopError):
+    """The server is busy; try again shortly."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,18 +21,32 @@ from labelloop.api import (
     Services,
     install_error_handlers,
 )
-from labelloop.datastore import Database, Datastore, ImportReport
+from labelloop.datastore import Database, Datastore, ImportReport, validate_id
 from labelloop.errors import LabelloopError
+from labelloop.inference import InferenceService
+from labelloop.registry import Registry
 from labelloop.settings import Settings
-from labelloop.tasks import load_app
+from labelloop.tasks import App, BundleTask, InferTask, load_app
 
 __all__ = ["create_app", "build_services", "import_studies"]
 
 logger = logging.getLogger(__name__)
 
 
+def _infer_tasks(app: App, bundles: list[Path]) -> dict[str, InferTask]:
+    tasks: dict[str, InferTask] = dict(app.infer_tasks)
+    for folder in bundles:
+        bundle = BundleTask(folder)
+        if bundle.name in tasks:
+            raise LabelloopError(f"Bundle {folder} is named like an existing model '{bundle.name}'")
+        tasks[bundle.name] = bundle
+    for name in tasks:
+        validate_id(name, "model name")
+    return tasks
+
+
 def build_services(settings: Settings) -> Services:
-    """Open (and migrate) the database, the datastore and the app; no HTTP involved."""
+    """Open (and migrate) the database, the datastore, the registry and the app; no HTTP involved."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = load_app(settings.app)
     db = Database(settings.resolved_database_url)
@@ -44,7 +59,9 @@ def build_services(settings: Settings) -> Services:
         name=app.name,
         description=app.description,
     )
-    return Services(settings=settings, app=app, datastore=datastore)
+    registry = Registry(db, datastore.blobs)
+    inference = InferenceService(_infer_tasks(app, settings.bundles), registry, settings.inference)
+    return Services(settings=settings, app=app, datastore=datastore, registry=registry, inference=inference)
 
 
 def import_studies(services: Services) -> ImportReport | None:
@@ -84,6 +101,8 @@ def create_app(settings: Settings) -> FastAPI:
         if report is not None:
             logger.info("studies %s: %s", settings.studies, report.summary())
         app.state.services = services
+        if settings.inference.warmup:
+            threading.Thread(target=services.inference.warmup, name="warmup", daemon=True).start()
         cleaner = asyncio.create_task(_clean_sessions_forever(services))
         logger.info("labelloop %s serving app %r from %s", __version__, services.app.name, settings.app)
         try:
@@ -92,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
             cleaner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cleaner
+            services.inference.close()
             services.datastore.db.dispose()
 
     app = FastAPI(

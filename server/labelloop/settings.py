@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "DatastoreSettings", "SessionSettings", "default_data_dir"]
+__all__ = ["Settings", "DatastoreSettings", "InferenceSettings", "SessionSettings", "default_data_dir"]
 
 
 def default_data_dir() -> Path:
@@ -51,6 +51,19 @@ class SessionSettings(BaseModel):
     cleanup_interval_s: float = Field(300.0, gt=0, description="How often expired sessions are removed")
 
 
+class InferenceSettings(BaseModel):
+    """The inference service: devices, concurrency and caches."""
+
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
+    workers: int = Field(1, ge=1, description="Inference threads (each runs one request at a time)")
+    queue_size: int = Field(16, ge=1, description="Requests waiting or running before new ones get 503")
+    cache_bytes: int = Field(
+        2 * 1024**3, ge=0, description="Memory for loaded and preprocessed images, in bytes"
+    )
+    amp: bool = Field(True, description="Mixed precision on CUDA")
+    warmup: bool = Field(True, description="Load the active model versions when the server starts")
+
+
 class Settings(BaseSettings):
     """Everything the server and the CLI can be told; every field is also ``LABELLOOP_<NAME>``."""
 
@@ -78,6 +91,10 @@ class Settings(BaseSettings):
     user: str = Field("admin", description="User name recorded while authentication is off")
     datastore: DatastoreSettings = Field(default_factory=DatastoreSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    bundles: list[Path] = Field(
+        default_factory=list, description="MONAI bundle folders to serve as extra models (JSON list)"
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -14,6 +14,8 @@ from fastapi import Depends, Request, UploadFile
 
 from labelloop.datastore import Datastore
 from labelloop.errors import InvalidParamsError
+from labelloop.inference import InferenceService
+from labelloop.registry import Registry
 from labelloop.settings import Settings
 from labelloop.tasks import App
 
@@ -35,6 +37,8 @@ class Services:
     settings: Settings
     app: App
     datastore: Datastore
+    registry: Registry
+    inference: InferenceService
 
 
 def get_services(request: Request) -> Services:

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labelloop.errors import (
+    BusyError,
     ConflictError,
     FeatureDisabledError,
     GeometryMismatchError,
@@ -38,6 +39,7 @@ STATUS_BY_ERROR: tuple[tuple[type[LabelloopError], int], ...] = (
     (PayloadTooLargeError, 413),
     (ConflictError, 409),
     (FeatureDisabledError, 406),
+    (BusyError, 503),
 )
 
 

@@ -13,6 +13,19 @@ __all__ = ["router"]
 router = APIRouter(tags=["info"])
 
 
+def _model(services: ServicesDep, name: str) -> dict[str, Any]:
+    spec = services.inference.spec(name)
+    return {
+        "type": spec.type,
+        "description": spec.description,
+        "labels": dict(spec.labels) if spec.labels else [],
+        "dimension": spec.dimension,
+        "config": dict(spec.config),
+        # ours, additive: whether it can run yet, and on which weights
+        **services.inference.state(name),
+    }
+
+
 @router.get("/info/", summary="App descriptor: labels, models, trainers, strategies, stats")
 def info(services: ServicesDep) -> dict[str, Any]:
     app = services.app
@@ -22,7 +35,7 @@ def info(services: ServicesDep) -> dict[str, Any]:
         "description": app.description,
         "version": app.version,
         "labels": app.label_names,
-        "models": {},
+        "models": {name: _model(services, name) for name in services.inference.names},
         "trainers": {},
         "strategies": {},
         "scoring": {},

@@ -2,8 +2,15 @@
 
 from fastapi import APIRouter
 
-from labelloop.api import datastore, info, logs, session
+from labelloop.api import datastore, infer, info, logs, model, session
 
 __all__ = ["ROUTERS"]
 
-ROUTERS: tuple[APIRouter, ...] = (info.router, datastore.router, session.router, logs.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    info.router,
+    datastore.router,
+    infer.router,
+    model.router,
+    session.router,
+    logs.router,
+)

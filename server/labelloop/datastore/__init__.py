@@ -4,6 +4,7 @@ from labelloop.datastore.blobs import BlobStore, sha256_file
 from labelloop.datastore.database import Database
 from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, validate_tag
 from labelloop.datastore.importer import ImportReport, studies_id
+from labelloop.datastore.intake import read_image, read_label
 from labelloop.datastore.labels import parse_if_match
 from labelloop.datastore.records import ImageRecord, LabelVersion, SessionRecord
 from labelloop.datastore.service import Datastore
@@ -19,6 +20,8 @@ __all__ = [
     "LabelVersion",
     "SessionRecord",
     "parse_if_match",
+    "read_image",
+    "read_label",
     "sha256_file",
     "studies_id",
     "validate_id",

@@ -93,6 +93,15 @@ class Database:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
+    def lock(self, conn: Connection, name: str) -> None:
+        """Serialise writers on ``name`` until the transaction ends.
+
+        SQLite writers are already serialised by ``BEGIN IMMEDIATE``; PostgreSQL takes a
+        transaction-scoped advisory lock, for inserts that row locks cannot cover.
+        """
+        if not self.is_sqlite:
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+
     def insert_ignore(self, table: Table, **values: Any) -> Executable:
         """``INSERT ... ON CONFLICT DO NOTHING`` for this backend."""
         if self.is_sqlite:

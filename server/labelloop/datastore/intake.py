@@ -16,6 +16,7 @@ from labelloop.datastore.blobs import BlobStore
 from labelloop.errors import ImageFormatError, ImageReadError
 from labelloop.imaging import (
     Geometry,
+    Volume,
     VolumeFormat,
     canonical_extension,
     check_same_grid,
@@ -26,7 +27,7 @@ from labelloop.imaging import (
 )
 from labelloop.settings import DatastoreSettings
 
-__all__ = ["Accepted", "accept_image", "accept_label"]
+__all__ = ["Accepted", "accept_image", "accept_label", "read_label", "read_image"]
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,8 @@ class Accepted:
     geometry: Geometry
 
 
-@contextmanager
-def accept_image(
-    source: Path, filename: str | None, blobs: BlobStore, settings: DatastoreSettings
-) -> Iterator[Accepted]:
-    """Validate an uploaded image: NIfTI, NRRD, or a zipped DICOM series (converted to NIfTI).
-
-    The whole voxel payload is decoded, so a truncated file is refused here, not at inference.
+def read_image(source: Path, settings: DatastoreSettings) -> Volume:
+    """Read an image file sent by a client: NIfTI, NRRD or a zipped DICOM series.
 
     Raises:
         ImageFormatError: (415) none of the supported formats.
@@ -55,13 +51,25 @@ def accept_image(
     if kind == "dicom":
         raise ImageFormatError("A single DICOM file was sent; upload the whole series as a zip of its files")
     if kind == "zip":
-        volume = read_dicom_zip(source, settings.dicom_zip_max_bytes)
+        return read_dicom_zip(source, settings.dicom_zip_max_bytes)
+    return read_volume(source)
+
+
+@contextmanager
+def accept_image(
+    source: Path, filename: str | None, blobs: BlobStore, settings: DatastoreSettings
+) -> Iterator[Accepted]:
+    """Validate an uploaded image (see ``read_image``); a DICOM series is stored converted to NIfTI.
+
+    The whole voxel payload is decoded, so a truncated file is refused here, not at inference.
+    """
+    volume = read_image(source, settings)
+    if volume.format == "dicom":
         with blobs.scratch(".nii.gz") as converted:
             write_volume(converted, volume.array, volume.geometry.affine)
             yield Accepted(converted, ".nii.gz", "dicom", volume.geometry)
         return
-    volume = read_volume(source)
-    yield Accepted(source, canonical_extension(kind, filename), volume.format, volume.geometry)
+    yield Accepted(source, canonical_extension(sniff(source), filename), volume.format, volume.geometry)
 
 
 def _check_label_values(array: np.ndarray) -> None:
@@ -77,18 +85,11 @@ def _check_label_values(array: np.ndarray) -> None:
         raise ImageReadError("The label holds non-integer or negative values; labels are class indices")
 
 
-@contextmanager
-def accept_label(
-    source: Path,
-    filename: str | None,
-    image: Geometry,
-    blobs: BlobStore,
-    settings: DatastoreSettings,
-) -> Iterator[Accepted]:
-    """Validate a label against its image's grid.
+def read_label(source: Path, filename: str | None, image: Geometry, settings: DatastoreSettings) -> Volume:
+    """Read a label sent for an image and check it lies on the image's grid.
 
     A ``.bin`` upload is OHIF's raw dump: uint8 voxels in Fortran order with the image's
-    shape; it is stored as NIfTI on the image's grid.
+    shape, placed on the image's grid.
 
     Raises:
         ImageFormatError: (415) not NIfTI, NRRD or ``.bin``.
@@ -103,10 +104,7 @@ def accept_label(
                 f"The raw .bin label has {size} bytes; its image {tuple(image.shape)} needs {expected}"
             )
         array = np.fromfile(source, dtype=np.uint8).reshape(image.shape, order="F")
-        with blobs.scratch(".nii.gz") as converted:
-            write_volume(converted, array, image.affine)
-            yield Accepted(converted, ".nii.gz", "nifti", image)
-        return
+        return Volume(array=array, geometry=image, format="nifti")
     kind = sniff(source)
     if kind not in ("nifti", "nifti-gz", "nrrd"):
         raise ImageFormatError(f"A label must be a NIfTI or NRRD file (or OHIF's raw .bin), not {kind}")
@@ -119,4 +117,22 @@ def accept_label(
         origin_tol_voxels=settings.origin_tolerance_voxels,
     )
     _check_label_values(volume.array)
-    yield Accepted(source, canonical_extension(kind, filename), volume.format, volume.geometry)
+    return volume
+
+
+@contextmanager
+def accept_label(
+    source: Path,
+    filename: str | None,
+    image: Geometry,
+    blobs: BlobStore,
+    settings: DatastoreSettings,
+) -> Iterator[Accepted]:
+    """Validate a label against its image's grid (see ``read_label``); ``.bin`` is stored as NIfTI."""
+    volume = read_label(source, filename, image, settings)
+    if filename and filename.lower().endswith(".bin"):
+        with blobs.scratch(".nii.gz") as converted:
+            write_volume(converted, volume.array, image.affine)
+            yield Accepted(converted, ".nii.gz", "nifti", image)
+        return
+    yield Accepted(source, canonical_extension(sniff(source), filename), volume.format, volume.geometry)

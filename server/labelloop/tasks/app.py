@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labelloop.errors import LabelloopError
+from labelloop.tasks.infer import InferTask
 
 __all__ = ["App", "AppLoadError", "load_app"]
 
@@ -19,19 +20,21 @@ class AppLoadError(LabelloopError):
 
 @dataclass(frozen=True)
 class App:
-    """An app: its identity and labels (its models, trainers and strategies come in later releases).
+    """An app: its identity, labels and models (trainers and strategies come in later releases).
 
     Attributes:
         name: shown by clients, e.g. ``"labelloop - Radiology (0.1.0)"``.
         description: one line.
         version: the app's own version string.
         labels: label name -> integer value in label maps; ``background`` is 0.
+        infer_tasks: model name -> inference task; names are ids (``[A-Za-z0-9._-]``).
     """
 
     name: str
     description: str
     version: str
     labels: Mapping[str, int] = field(default_factory=dict)
+    infer_tasks: Mapping[str, InferTask] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         values = list(self.labels.values())

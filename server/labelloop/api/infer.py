@@ -1,0 +1,204 @@
+"""``POST /infer/{model}``: pre-segmentation and click-guided segmentation (MONAI Label section 2.2)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+import numpy as np
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from labelloop.api.deps import Services, ServicesDep, UserDep, parse_json_object, spooled_upload
+from labelloop.api.files import download
+from labelloop.datastore import ORIGINAL_TAG, read_image, read_label, sha256_file, validate_id, validate_tag
+from labelloop.errors import FeatureDisabledError, InvalidIdError, InvalidInputError, InvalidParamsError
+from labelloop.imaging import Volume, read_geometry, read_volume, sniff, write_volume
+from labelloop.inference import ImageSource, InferResult
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["infer"])
+
+_EXTENSIONS = (".nrrd", ".seg.nrrd", ".nii.gz", ".nii")
+_DTYPES = ("uint8", "uint16", "int16", "int32", "uint32", "float32")
+
+
+@dataclass
+class _Inputs:
+    """What a request resolved to: the image, an optional label, and where it came from."""
+
+    source: ImageSource
+    label: Volume | None
+    image_ext: str
+    image_id: str | None
+
+
+def _image_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidParamsError("'image' must be a datastore image id (a string)")
+    if "/" in value or "\\" in value:
+        raise InvalidIdError(
+            "'image' must be a datastore image id; server file paths are not accepted "
+            "(upload the file, or create a session)"
+        )
+    return validate_id(value)
+
+
+@contextmanager
+def _resolve(
+    services: Services,
+    image: str,
+    session_id: str,
+    params: dict[str, Any],
+    file: UploadFile | None,
+    label: UploadFile | None,
+) -> Iterator[_Inputs]:
+    """Turn the request's image reference (session, upload or id) into an ``ImageSource``."""
+    ds = services.datastore
+    settings = services.settings.datastore
+    image_ref = params.get("image", image) or ""
+    with ExitStack() as stack:
+        image_id: str | None = None
+        if session_id:
+            session = ds.sessions.get(session_id, touch=True)
+            path = session.image_path
+            source = ImageSource(key=f"session:{session.id}", load=lambda: read_volume(path))
+            geometry, _ = read_geometry(path)
+            ext = "".join(Path(session.image_name).suffixes[-2:]) or ".nii.gz"
+        elif file is not None:
+            upload = stack.enter_context(spooled_upload(ds, file))
+            volume = read_image(upload, settings)  # validated now: a bad upload is a 4xx, not a model error
+            source = ImageSource(key=f"upload:{sha256_file(upload)}", load=lambda: volume)
+            geometry = volume.geometry
+            ext = ".nrrd" if sniff(upload) == "nrrd" else ".nii.gz"
+        elif image_ref:
+            image_id = _image_id(image_ref)
+            record = ds.images.get(image_id)
+            source = ImageSource(key=record.sha256, load=lambda: read_volume(record.path), image_id=image_id)
+            geometry = record.geometry
+            ext = ".nrrd" if record.ext.endswith(".nrrd") else ".nii.gz"
+        else:
+            raise InvalidInputError(
+                "Give an image: 'image' (a datastore id), 'session_id', or a 'file' upload"
+            )
+        label_volume = None
+        if label is not None:
+            label_path = stack.enter_context(spooled_upload(ds, label))
+            label_volume = read_label(label_path, label.filename, geometry, settings)
+        yield _Inputs(source=source, label=label_volume, image_ext=ext, image_id=image_id)
+
+
+def _output_options(params: dict[str, Any], default_ext: str) -> tuple[str, np.dtype[Any]]:
+    ext = params.get("result_extension") or default_ext
+    if ext not in _EXTENSIONS:
+        raise InvalidParamsError(f"'result_extension' must be one of {list(_EXTENSIONS)}, not {ext!r}")
+    dtype_name = params.get("result_dtype") or "uint8"
+    if dtype_name not in _DTYPES:
+        raise InvalidParamsError(f"'result_dtype' must be one of {list(_DTYPES)}, not {dtype_name!r}")
+    return ext, np.dtype(dtype_name)
+
+
+def _write(result: InferResult, path: Path, dtype: np.dtype[Any]) -> float:
+    started = time.perf_counter()
+    label = result.output.label
+    if label.size and dtype.kind in "iu" and int(label.max()) > np.iinfo(dtype).max:
+        raise InvalidParamsError(
+            f"The result holds label values up to {int(label.max())}; {dtype} cannot hold them"
+        )
+    write_volume(path, label.astype(dtype, copy=False), result.image.geometry.affine)
+    return time.perf_counter() - started
+
+
+def _result_json(result: InferResult, labels: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"label_names": labels, **result.output.result}
+    body["latencies"] = {**result.latencies, "transform": None}
+    body["model"] = result.model
+    body["model_version"] = result.model_version
+    body["cache"] = result.cache
+    return body
+
+
+def _multipart(params: dict[str, Any], filename: str, content: bytes) -> Response:
+    boundary = uuid.uuid4().hex
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="params"\r\n'
+        "Content-Type: application/json\r\n\r\n"
+        f"{json.dumps(params)}\r\n"
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    return Response(head + content + tail, media_type=f"multipart/form-data; boundary={boundary}")
+
+
+@router.post("/infer/{model}", summary="Run a model on an image (datastore id, session or upload)")
+async def infer(
+    services: ServicesDep,
+    user: UserDep,
+    model: str,
+    image: Annotated[str, Query()] = "",
+    session_id: Annotated[str, Query()] = "",
+    output: Annotated[Literal["image", "json", "all", "dicom_seg"] | None, Query()] = None,
+    params: Annotated[str, Form()] = "{}",
+    file: Annotated[UploadFile | None, File()] = None,
+    label: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    inference = services.inference
+    spec = inference.spec(model)
+    parsed = parse_json_object(params, "params")
+    if output == "dicom_seg":
+        raise FeatureDisabledError(
+            "DICOM SEG output needs a DICOMweb datastore; this server's studies are files. "
+            "Ask for output=image or output=all"
+        )
+    with ExitStack() as stack:
+        inputs = await anyio.to_thread.run_sync(
+            lambda: stack.enter_context(_resolve(services, image, session_id, parsed, file, label))
+        )
+        ext, dtype = _output_options(parsed, inputs.image_ext)
+        result = await inference.infer(model, inputs.source, parsed, inputs.label)
+        out_path = services.datastore.blobs.new_scratch(ext)
+        try:
+            result.latencies["write"] = round(
+                await anyio.to_thread.run_sync(_write, result, out_path, dtype), 4
+            )
+            labels = result.output.result.get("label_names", dict(spec.labels) or [])
+            body = _result_json(result, labels)
+            if parsed.get("save_label") and inputs.image_id is not None:
+                tag = validate_tag(parsed.get("label_tag") or ORIGINAL_TAG)
+                saved = await anyio.to_thread.run_sync(
+                    lambda: services.datastore.labels.save(
+                        inputs.image_id or "",
+                        tag,
+                        out_path,
+                        filename=f"result{ext}",
+                        params={"model": model, "model_version": result.model_version, "params": body},
+                        user=user,
+                        origin="infer",
+                        model=model,
+                        model_version=result.model_version,
+                    )
+                )
+                body["label"] = {"tag": saved.tag, "version": saved.version, "etag": saved.etag}
+            filename = f"{inputs.image_id or 'image'}_{model}_{uuid.uuid4().hex[:8]}{ext}"
+            if output == "json":
+                return JSONResponse(body)
+            if output == "image":
+                response = download(out_path, filename, delete_after=True)
+                out_path = Path()  # the response owns it now
+                return response
+            content = await anyio.to_thread.run_sync(out_path.read_bytes)
+            return _multipart(body, filename, content)
+        finally:
+            if out_path != Path():
+                out_path.unlink(missing_ok=True)

@@ -1,0 +1,85 @@
+"""``/model/``: model weights files and their versions (MONAI Label section 2.9, plus versions)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, File, UploadFile
+from fastapi.responses import Response
+
+from labelloop.api.deps import ServicesDep, UserDep, spooled_upload
+from labelloop.api.files import download
+from labelloop.errors import ConflictError, InvalidParamsError, ModelNotFoundError
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/model", tags=["model"])
+
+
+def _trainable(services: ServicesDep, model: str) -> None:
+    if not services.inference.spec(model).needs_weights:
+        raise ConflictError(f"Model '{model}' takes no weights from the registry")
+
+
+@router.get("/info/{model}", summary="Checksum, time and training stats of the active weights")
+def model_info(services: ServicesDep, model: str) -> dict[str, Any]:
+    services.inference.spec(model)
+    active = services.registry.active(model)
+    if active is None:
+        raise ModelNotFoundError(f"Model File NOT Found for {model}")
+    info: dict[str, Any] = {"checksum": active.checksum, "modified_time": int(active.created_at)}
+    if active.train_stats:
+        info["train_stats"] = active.train_stats
+    info["version"] = active.version
+    return info
+
+
+@router.get("/{model}/versions", summary="Every version of a model with its metrics, newest first")
+def versions(services: ServicesDep, model: str) -> list[dict[str, Any]]:
+    services.inference.spec(model)
+    return [v.summary() for v in services.registry.versions(model)]
+
+
+@router.post("/{model}/versions/{version}/activate", summary="Serve this version (promote or roll back)")
+def activate(services: ServicesDep, model: str, version: int) -> dict[str, Any]:
+    _trainable(services, model)
+    return services.registry.activate(model, version).summary()
+
+
+@router.get("/{model}", summary="Download the active weights")
+def get_model(services: ServicesDep, model: str) -> Response:
+    services.inference.spec(model)
+    active = services.registry.active(model)
+    if active is None:
+        raise ModelNotFoundError(f"Model File NOT Found for {model}")
+    return download(active.path, f"{model}.pt", etag=f'"{active.sha256}"')
+
+
+@router.put("/{model}", summary="Upload weights as a new version and serve them")
+async def put_model(
+    services: ServicesDep, user: UserDep, model: str, file: Annotated[UploadFile, File()]
+) -> dict[str, Any]:
+    _trainable(services, model)
+
+    def publish() -> dict[str, Any]:
+        with spooled_upload(services.datastore, file) as path:
+            try:
+                services.inference.task(model).load(path, "cpu")
+            except Exception as exc:
+                raise InvalidParamsError(f"The weights do not load into model '{model}': {exc}") from exc
+            version = services.registry.publish(model, path, source="upload", user=user, activate=True)
+        return {
+            "checksum": version.checksum,
+            "modified_time": int(version.created_at),
+            "version": version.version,
+        }
+
+    return await anyio.to_thread.run_sync(publish)
+
+
+@router.delete("/{model}", summary="Take the active weights out of service (they stay in the history)")
+def delete_model(services: ServicesDep, model: str) -> dict[str, Any]:
+    _trainable(services, model)
+    services.registry.retire_active(model)
+    return {}
