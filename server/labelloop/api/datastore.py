@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
 from labelloop.api.deps import DatastoreDep, ServicesDep, UserDep, parse_json_object, spooled_upload
 from labelloop.api.files import download
 from labelloop.datastore import parse_if_match, validate_id, validate_tag
-from labelloop.errors import LabelNotFoundError
+from labelloop.errors import ImageNotFoundError, LabelNotFoundError
 
 __all__ = ["router"]
 
@@ -203,7 +203,8 @@ def update_label_info(
 def label_versions(
     ds: DatastoreDep, image: Annotated[str, Query()], tag: Annotated[str | None, Query()] = None
 ) -> list[dict[str, Any]]:
-    ds.images.get(image)
+    if not ds.images.known(image):
+        raise ImageNotFoundError(f"Image '{image}' not found")
     return [v.provenance() for v in ds.labels.versions(image, tag or None)]
 
 

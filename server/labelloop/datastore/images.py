@@ -88,6 +88,12 @@ class ImageStore:
             raise InvalidParamsError(f"Unsupported checksum algorithm {algo!r}; use SHA256:<hex>")
         return value.strip().lower() == record.sha256
 
+    def known(self, image_id: str) -> bool:
+        """Whether ``image_id`` was ever registered (deleted images included: their history remains)."""
+        validate_id(image_id)
+        with self._ctx.db.read() as conn:
+            return conn.execute(select(images.c.id).where(images.c.id == image_id)).first() is not None
+
     def all(self) -> list[ImageRecord]:
         """Every live image, ordered by id."""
         with self._ctx.db.read() as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, desc, insert, select, update
+from sqlalchemy import Connection, RowMapping, desc, func, insert, select, update
 
 from labelloop.datastore.ids import ORIGINAL_TAG, validate_id, validate_tag
 from labelloop.datastore.images import ImageStore
@@ -210,11 +210,16 @@ class LabelStore:
             return self._get_in(conn, image_id, tag, head)
 
     def delete(self, image_id: str, tag: str | None) -> bool:
-        """Retire ``(image_id, tag)``; its versions stay in the history. False if there was none."""
+        """Retire ``(image_id, tag)``; its versions stay in the history. False if there was none.
+
+        Raises ``ImageNotFoundError`` for an unknown image (a missing tag is not an error, as in
+        MONAI Label).
+        """
         validate_id(image_id)
         tag = validate_tag(tag)
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
+            self._images.get_in(conn, image_id)
             result = conn.execute(
                 update(labels)
                 .where(labels.c.image_id == image_id, labels.c.tag == tag, labels.c.deleted_at.is_(None))
@@ -274,6 +279,17 @@ class LabelStore:
                 query.order_by(desc(label_versions.c.created_at), desc(label_versions.c.version))
             ).mappings()
             return [self._record(r) for r in rows]
+
+    def count_saves(self, tag: str, since: float) -> int:
+        """How many versions of ``tag`` were saved after ``since`` (epoch seconds)."""
+        with self._ctx.db.read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        label_versions.c.tag == tag, label_versions.c.created_at > since
+                    )
+                ).scalar_one()
+            )
 
     def current(self, tag: str | None = None) -> list[LabelVersion]:
         """The current version of every live label (of one tag, or all) of live images."""
