@@ -164,6 +164,51 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_settings_file(path: str) -> Settings:
+    return Settings.model_validate_json(Path(path).read_text())
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from labelloop.jobs import JobQueue, SubprocessRunner, Worker, die_with_parent
+    from labelloop.server import build_services, write_settings_file
+
+    if args.settings_file:
+        settings = _load_settings_file(args.settings_file)
+        settings_file = Path(args.settings_file)
+        die_with_parent()  # started by a server: go when it goes
+    else:
+        settings = _settings(args)
+        settings_file = write_settings_file(settings)
+    _configure_logging(settings, to_file=True)
+    services = build_services(settings)
+    jobs_dir = settings.data_dir / "jobs"
+    worker = Worker(
+        JobQueue(services.datastore.db), SubprocessRunner(settings_file, jobs_dir), settings.jobs, jobs_dir
+    )
+    worker.install_signal_handlers()
+    worker.run_forever()
+    return 0
+
+
+def _cmd_run_job(args: argparse.Namespace) -> int:
+    from labelloop.jobs import JobQueue, execute_job
+    from labelloop.server import build_services
+
+    settings = _load_settings_file(args.settings_file)
+    _configure_logging(settings, to_file=False)
+    services = build_services(settings)
+    return execute_job(
+        args.job_id,
+        app=services.app,
+        datastore=services.datastore,
+        registry=services.registry,
+        inference=services.inference,
+        queue=JobQueue(services.datastore.db),
+        settings=settings.jobs,
+        jobs_dir=settings.data_dir / "jobs",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="labelloop", description=__doc__.splitlines()[0] if __doc__ else None
@@ -183,6 +228,16 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("folder", help="Folder with images at the top and labels/<tag>/<id>.<ext>")
     _add_settings_flags(imp, ["--app", "--data-dir", "--database-url", "--log-level"])
     imp.set_defaults(func=_cmd_import)
+
+    worker = commands.add_parser("worker", help="Run queued jobs (training, scoring, batch inference)")
+    _add_settings_flags(worker, ["--app", "--data-dir", "--database-url", "--log-level"])
+    worker.add_argument("--settings-file", help=argparse.SUPPRESS)
+    worker.set_defaults(func=_cmd_worker)
+
+    run_job = commands.add_parser("run-job", help="(internal) Run one claimed job; workers start it")
+    run_job.add_argument("job_id")
+    run_job.add_argument("--settings-file", required=True)
+    run_job.set_defaults(func=_cmd_run_job)
 
     mig = commands.add_parser("migrate", help="Apply database migrations and exit")
     _add_settings_flags(mig, ["--data-dir", "--database-url", "--log-level"])

@@ -26,6 +26,8 @@ __all__ = [
     "FeatureDisabledError",
     "ModelNotReadyError",
     "BusyError",
+    "AlreadyRunningError",
+    "JobNotFoundError",
 ]
 
 
@@ -69,6 +71,10 @@ class ModelNotFoundError(NotFoundError):
     """Model not found."""
 
 
+class JobNotFoundError(NotFoundError):
+    """No such task."""
+
+
 class ImageFormatError(LabelloopError):
     """The file is not NIfTI, NRRD or a zipped DICOM series."""
 
@@ -87,6 +93,10 @@ class PayloadTooLargeError(LabelloopError):
 
 class ConflictError(LabelloopError):
     """The request conflicts with the current state."""
+
+
+class AlreadyRunningError(ConflictError):
+    """A task of this kind is already queued or running."""
 
 
 class LabelConflictError(ConflictError):

@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio.to_thread
@@ -24,11 +29,12 @@ from labelloop.api import (
 from labelloop.datastore import Database, Datastore, ImportReport, validate_id
 from labelloop.errors import LabelloopError
 from labelloop.inference import InferenceService
+from labelloop.jobs import JobQueue, JobService, die_with_parent
 from labelloop.registry import Registry
 from labelloop.settings import Settings
 from labelloop.tasks import App, BundleTask, InferTask, load_app
 
-__all__ = ["create_app", "build_services", "import_studies"]
+__all__ = ["create_app", "build_services", "import_studies", "write_settings_file", "start_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +67,48 @@ def build_services(settings: Settings) -> Services:
     )
     registry = Registry(db, datastore.blobs)
     inference = InferenceService(_infer_tasks(app, settings.bundles), registry, settings.inference)
-    return Services(settings=settings, app=app, datastore=datastore, registry=registry, inference=inference)
+    jobs = JobService(JobQueue(db), app, datastore, settings.jobs)
+    return Services(
+        settings=settings, app=app, datastore=datastore, registry=registry, inference=inference, jobs=jobs
+    )
+
+
+def write_settings_file(settings: Settings) -> Path:
+    """The settings as JSON for the worker and job processes (readable by this user only)."""
+    folder = settings.data_dir / "run"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"settings-{os.getpid()}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(settings.model_dump_json())
+    return path
+
+
+def start_workers(settings: Settings, settings_file: Path) -> list[subprocess.Popen[bytes]]:
+    """``settings.jobs.workers`` worker processes that die with this server (jobs never run in it)."""
+    processes = []
+    for _ in range(settings.jobs.workers):
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "labelloop.cli", "worker", "--settings-file", str(settings_file)],
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - only sets the death signal
+            )
+        )
+    return processes
+
+
+def stop_workers(processes: list[subprocess.Popen[bytes]], grace_s: float) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s + 5
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def import_studies(services: Services) -> ImportReport | None:
@@ -74,14 +121,14 @@ def import_studies(services: Services) -> ImportReport | None:
     return services.datastore.import_folder(Path(studies), user=services.settings.user)
 
 
-async def _clean_sessions_forever(services: Services) -> None:
-    interval = services.settings.sessions.cleanup_interval_s
+async def _every(interval_s: float, what: str, work: Callable[[], object]) -> None:
+    """Run ``work`` on a thread every ``interval_s`` seconds until cancelled."""
     while True:
         try:
-            await anyio.to_thread.run_sync(services.datastore.sessions.remove_expired)
+            await anyio.to_thread.run_sync(work)
         except Exception:
-            logger.exception("session cleanup failed")
-        await asyncio.sleep(interval)
+            logger.exception("%s failed", what)
+        await asyncio.sleep(interval_s)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -101,16 +148,39 @@ def create_app(settings: Settings) -> FastAPI:
         if report is not None:
             logger.info("studies %s: %s", settings.studies, report.summary())
         app.state.services = services
+        # Jobs that were running when the server last stopped are not left RUNNING.
+        await anyio.to_thread.run_sync(services.jobs.queue.reap, settings.jobs.stale_after_s)
+        workers = start_workers(settings, write_settings_file(settings))
         if settings.inference.warmup:
             threading.Thread(target=services.inference.warmup, name="warmup", daemon=True).start()
-        cleaner = asyncio.create_task(_clean_sessions_forever(services))
+        loops = [
+            asyncio.create_task(
+                _every(
+                    settings.sessions.cleanup_interval_s,
+                    "session cleanup",
+                    services.datastore.sessions.remove_expired,
+                )
+            ),
+            asyncio.create_task(
+                _every(
+                    settings.jobs.heartbeat_interval_s,
+                    "job housekeeping",
+                    lambda: (
+                        services.jobs.queue.reap(settings.jobs.stale_after_s),
+                        services.jobs.autotrain(),
+                    ),
+                )
+            ),
+        ]
         logger.info("labelloop %s serving app %r from %s", __version__, services.app.name, settings.app)
         try:
             yield
         finally:
-            cleaner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await cleaner
+            for loop in loops:
+                loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
+            await anyio.to_thread.run_sync(stop_workers, workers, settings.jobs.cancel_grace_s)
             services.inference.close()
             services.datastore.db.dispose()
 

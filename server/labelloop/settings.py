@@ -6,11 +6,19 @@ Nested groups use a double underscore: ``LABELLOOP_SESSIONS__MAX_EXPIRY_S=600``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "DatastoreSettings", "InferenceSettings", "SessionSettings", "default_data_dir"]
+__all__ = [
+    "Settings",
+    "DatastoreSettings",
+    "InferenceSettings",
+    "JobSettings",
+    "SessionSettings",
+    "default_data_dir",
+]
 
 
 def default_data_dir() -> Path:
@@ -64,6 +72,25 @@ class InferenceSettings(BaseModel):
     warmup: bool = Field(True, description="Load the active model versions when the server starts")
 
 
+class JobSettings(BaseModel):
+    """Background jobs (training, scoring, batch inference) and the worker processes that run them."""
+
+    workers: int = Field(
+        1, ge=0, description="Worker processes the server starts (0: only standalone workers)"
+    )
+    heartbeat_interval_s: float = Field(2.0, gt=0, description="How often running jobs and workers heartbeat")
+    stale_after_s: float = Field(30.0, gt=0, description="A job silent this long is marked ERROR")
+    poll_interval_s: float = Field(0.5, gt=0, description="How often idle workers look for jobs")
+    cancel_grace_s: float = Field(10.0, ge=0, description="Time a stopped job gets before it is killed")
+    run_sync_timeout_s: float = Field(6 * 3600.0, gt=0, description="Longest a run_sync request waits")
+    autotrain_after: int = Field(
+        5, ge=0, description="Queue training after this many new final labels (0: never automatically)"
+    )
+    promotion: Literal["always", "if_better", "manual"] = Field(
+        "if_better", description="When a finished training run becomes the active model version"
+    )
+
+
 class Settings(BaseSettings):
     """Everything the server and the CLI can be told; every field is also ``LABELLOOP_<NAME>``."""
 
@@ -92,6 +119,7 @@ class Settings(BaseSettings):
     datastore: DatastoreSettings = Field(default_factory=DatastoreSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     bundles: list[Path] = Field(
         default_factory=list, description="MONAI bundle folders to serve as extra models (JSON list)"
     )

@@ -15,6 +15,7 @@ from fastapi import Depends, Request, UploadFile
 from labelloop.datastore import Datastore
 from labelloop.errors import InvalidParamsError
 from labelloop.inference import InferenceService
+from labelloop.jobs import JobService
 from labelloop.registry import Registry
 from labelloop.settings import Settings
 from labelloop.tasks import App
@@ -39,6 +40,7 @@ class Services:
     datastore: Datastore
     registry: Registry
     inference: InferenceService
+    jobs: JobService
 
 
 def get_services(request: Request) -> Services:

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labelloop.errors import (
+    AlreadyRunningError,
     BusyError,
     ConflictError,
     FeatureDisabledError,
@@ -37,6 +38,7 @@ STATUS_BY_ERROR: tuple[tuple[type[LabelloopError], int], ...] = (
     (ImageReadError, 422),
     (GeometryMismatchError, 422),
     (PayloadTooLargeError, 413),
+    (AlreadyRunningError, 429),
     (ConflictError, 409),
     (FeatureDisabledError, 406),
     (BusyError, 503),

@@ -36,9 +36,9 @@ def info(services: ServicesDep) -> dict[str, Any]:
         "version": app.version,
         "labels": app.label_names,
         "models": {name: _model(services, name) for name in services.inference.names},
-        "trainers": {},
+        "trainers": services.jobs.trainers(),
         "strategies": {},
-        "scoring": {},
-        "train_stats": {},
+        "scoring": services.jobs.scoring_methods(),
+        "train_stats": services.jobs.train_stats(),
         "datastore": services.datastore.views.stats(),
     }

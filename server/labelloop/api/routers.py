@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from labelloop.api import datastore, infer, info, logs, model, session
+from labelloop.api import datastore, infer, info, logs, model, session, tasks
 
 __all__ = ["ROUTERS"]
 
@@ -11,6 +11,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     datastore.router,
     infer.router,
     model.router,
+    tasks.router,
     session.router,
     logs.router,
 )

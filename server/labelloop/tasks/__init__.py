@@ -1,4 +1,4 @@
-"""The contracts an app implements: ``App`` and ``InferTask`` (training and strategies come later)."""
+"""The contracts an app implements: ``App``, ``InferTask``, ``TrainTask`` (strategies come later)."""
 
 from labelloop.tasks.app import App, AppLoadError, load_app
 from labelloop.tasks.bundle import BundleError, BundleTask
@@ -12,6 +12,16 @@ from labelloop.tasks.infer import (
     config_choices,
     parse_points,
 )
+from labelloop.tasks.train import (
+    LocalTrainContext,
+    TrainContext,
+    TrainData,
+    TrainItem,
+    TrainResult,
+    TrainSpec,
+    TrainTask,
+    split_items,
+)
 
 __all__ = [
     "App",
@@ -23,8 +33,16 @@ __all__ = [
     "InferSpec",
     "InferTask",
     "InferType",
+    "LocalTrainContext",
     "Points",
+    "TrainContext",
+    "TrainData",
+    "TrainItem",
+    "TrainResult",
+    "TrainSpec",
+    "TrainTask",
     "config_choices",
     "load_app",
     "parse_points",
+    "split_items",
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from labelloop.errors import LabelloopError
 from labelloop.tasks.infer import InferTask
+from labelloop.tasks.train import TrainTask
 
 __all__ = ["App", "AppLoadError", "load_app"]
 
@@ -28,6 +29,7 @@ class App:
         version: the app's own version string.
         labels: label name -> integer value in label maps; ``background`` is 0.
         infer_tasks: model name -> inference task; names are ids (``[A-Za-z0-9._-]``).
+        train_tasks: trainer name -> training task; each trains one of ``infer_tasks``.
     """
 
     name: str
@@ -35,6 +37,7 @@ class App:
     version: str
     labels: Mapping[str, int] = field(default_factory=dict)
     infer_tasks: Mapping[str, InferTask] = field(default_factory=dict)
+    train_tasks: Mapping[str, TrainTask] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         values = list(self.labels.values())
@@ -42,6 +45,11 @@ class App:
             raise AppLoadError(f"App {self.name!r} gives two labels the same value: {dict(self.labels)}")
         if any(v < 0 for v in values):
             raise AppLoadError(f"App {self.name!r} has a negative label value: {dict(self.labels)}")
+        for trainer, task in self.train_tasks.items():
+            if task.model not in self.infer_tasks:
+                raise AppLoadError(
+                    f"Trainer {trainer!r} trains {task.model!r}, which is not one of the app's models"
+                )
 
     @property
     def label_names(self) -> list[str]:

@@ -1,0 +1,186 @@
+"""``/train/``, ``/scoring/``, ``/batch/infer``: jobs as MONAI Label task objects (sections 2.3, 2.6, 2.7)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import JSONResponse
+
+from labelloop.api.deps import ServicesDep, UserDep
+from labelloop.errors import NotFoundError
+from labelloop.jobs import Job, JobKind, JobService, JobStatus
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["train, scoring, batch inference"])
+
+Params = Annotated[dict[str, Any] | None, Body()]
+
+_TITLE = {JobKind.TRAIN: "Train", JobKind.SCORING: "Scoring", JobKind.BATCH_INFER: "Batch_infer"}
+
+
+def _status(kind: JobKind, services: ServicesDep, all_: bool, check_if_running: bool) -> Any:
+    jobs: JobService = services.jobs
+    if check_if_running:
+        job = jobs.running(kind)
+        if job is None:
+            raise NotFoundError(f"No {_TITLE[kind]} Tasks are currently Running")
+        return job.task_view()
+    if all_:
+        return [job.task_view() for job in jobs.history(kind)]
+    latest = jobs.latest(kind)
+    if latest is None:
+        raise NotFoundError(f"No {_TITLE[kind]} Tasks Found")
+    return latest.task_view()
+
+
+async def _stop(kind: JobKind, services: ServicesDep, user: str) -> JSONResponse:
+    job = await anyio.to_thread.run_sync(services.jobs.stop, kind, user)
+    return JSONResponse(job.task_view() if job is not None else None)
+
+
+async def _finish(services: ServicesDep, job: Job, run_sync: bool) -> Any:
+    if not run_sync:
+        return job.task_view()
+    done = await services.jobs.wait(job.id)
+    if done.status == JobStatus.DONE and isinstance(done.result, dict):
+        return done.result.get("train_stats", done.result) if done.kind == JobKind.TRAIN else done.result
+    return done.task_view()
+
+
+# ---------------------------------------------------------------- train
+
+
+@router.post(
+    "/train/{model}", summary="Train a model in a worker process (429 while one is queued or running)"
+)
+async def train(
+    services: ServicesDep,
+    user: UserDep,
+    model: str,
+    params: Params = None,
+    run_sync: Annotated[bool, Query()] = False,
+    enqueue: Annotated[bool, Query()] = False,
+) -> Any:
+    job = await anyio.to_thread.run_sync(
+        lambda: services.jobs.submit_train(model, params or {}, user, enqueue=enqueue)
+    )
+    return await _finish(services, job, run_sync)
+
+
+@router.post("/train/", summary="Deprecated: queue every trainer (OHIF uses it)")
+async def train_all(services: ServicesDep, user: UserDep, params: Params = None) -> Any:
+    jobs = await anyio.to_thread.run_sync(partial(services.jobs.submit_all_trainers, params or {}, user))
+    return {name: {"result": job.task_view(), "detail": None} for name, job in jobs.items()}
+
+
+@router.get("/train/", summary="The newest train task, all of them, or the running one (404 if none)")
+def train_status(
+    services: ServicesDep,
+    all: Annotated[bool, Query()] = False,
+    check_if_running: Annotated[bool, Query()] = False,
+) -> Any:
+    return _status(JobKind.TRAIN, services, all, check_if_running)
+
+
+@router.delete("/train/", summary="Stop the running train task and cancel queued ones")
+async def train_stop(services: ServicesDep, user: UserDep) -> JSONResponse:
+    return await _stop(JobKind.TRAIN, services, user)
+
+
+@router.get("/train/{task_id}", summary="One train task by id (ours)")
+def train_task(services: ServicesDep, task_id: str) -> dict[str, Any]:
+    job = services.jobs.get(task_id)
+    if job.kind != JobKind.TRAIN:
+        raise NotFoundError(f"Task '{task_id}' is not a train task")
+    return job.task_view()
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@router.post("/scoring/{method}", summary="Run a scoring method in a worker process")
+async def scoring(
+    services: ServicesDep,
+    user: UserDep,
+    method: str,
+    params: Params = None,
+    run_sync: Annotated[bool, Query()] = False,
+) -> Any:
+    job = await anyio.to_thread.run_sync(partial(services.jobs.submit_scoring, method, params or {}, user))
+    return await _finish(services, job, run_sync)
+
+
+@router.post("/scoring/", summary="Deprecated: run every scoring method")
+async def scoring_all(services: ServicesDep, user: UserDep, params: Params = None) -> Any:
+    results: dict[str, Any] = {}
+    for method in services.jobs.scoring_methods():
+        try:
+            job = await anyio.to_thread.run_sync(
+                partial(services.jobs.submit_scoring, method, params or {}, user)
+            )
+            results[method] = {"result": job.task_view(), "detail": None}
+        except Exception as exc:  # one busy method must not hide the others
+            results[method] = {"result": None, "detail": str(exc)}
+    return results
+
+
+@router.get("/scoring/", summary="The newest scoring task, all of them, or the running one")
+def scoring_status(
+    services: ServicesDep,
+    all: Annotated[bool, Query()] = False,
+    check_if_running: Annotated[bool, Query()] = False,
+) -> Any:
+    return _status(JobKind.SCORING, services, all, check_if_running)
+
+
+@router.delete("/scoring/", summary="Stop scoring")
+async def scoring_stop(services: ServicesDep, user: UserDep) -> JSONResponse:
+    return await _stop(JobKind.SCORING, services, user)
+
+
+# ---------------------------------------------------------------- batch inference
+
+_BATCH_DEFAULTS: dict[str, Any] = {
+    "device": "cuda",
+    "multi_gpu": True,
+    "gpus": "all",
+    "logging": "WARNING",
+    "save_label": True,
+    "label_tag": "original",
+    "max_workers": 1,
+    "max_batch_size": 0,
+}
+
+
+@router.post("/batch/infer/{model}", summary="Infer a model over many images in a worker process")
+async def batch_infer(
+    services: ServicesDep,
+    user: UserDep,
+    model: str,
+    params: Params = None,
+    images: Annotated[Literal["all", "labeled", "unlabeled"], Query()] = "all",
+    run_sync: Annotated[bool, Query()] = False,
+) -> Any:
+    body = params if params is not None else dict(_BATCH_DEFAULTS)  # a body replaces the defaults
+    job = await anyio.to_thread.run_sync(
+        partial(services.jobs.submit_batch_infer, model, images, body, user, services.inference.names)
+    )
+    return await _finish(services, job, run_sync)
+
+
+@router.get("/batch/infer", summary="The newest batch inference task, all of them, or the running one")
+def batch_status(
+    services: ServicesDep,
+    all: Annotated[bool, Query()] = False,
+    check_if_running: Annotated[bool, Query()] = False,
+) -> Any:
+    return _status(JobKind.BATCH_INFER, services, all, check_if_running)
+
+
+@router.delete("/batch/infer", summary="Stop batch inference")
+async def batch_stop(services: ServicesDep, user: UserDep) -> JSONResponse:
+    return await _stop(JobKind.BATCH_INFER, services, user)

@@ -1,0 +1,23 @@
+"""Durable jobs in the database (train, scoring, batch inference), worker processes, runners."""
+
+from labelloop.jobs.execute import execute_job
+from labelloop.jobs.queue import JobQueue
+from labelloop.jobs.records import Job, JobKind, JobStatus, format_ts
+from labelloop.jobs.runner import RunHandle, Runner, SubprocessRunner, die_with_parent
+from labelloop.jobs.service import JobService
+from labelloop.jobs.worker import Worker
+
+__all__ = [
+    "Job",
+    "JobKind",
+    "JobQueue",
+    "JobService",
+    "JobStatus",
+    "RunHandle",
+    "Runner",
+    "SubprocessRunner",
+    "Worker",
+    "die_with_parent",
+    "execute_job",
+    "format_ts",
+]

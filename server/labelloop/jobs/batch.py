@@ -1,0 +1,69 @@
+"""Batch inference jobs: run a model over many images and save the results as labels (``/batch/infer``)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from labelloop.datastore import DEFAULT_TAG, ORIGINAL_TAG, Datastore, validate_tag
+from labelloop.imaging import read_volume, write_volume
+from labelloop.inference import ImageSource, InferenceService
+
+__all__ = ["run_batch_infer", "select_images"]
+
+
+def select_images(datastore: Datastore, which: str) -> list[str]:
+    """Image ids for ``all``, ``labeled`` (with a final label) or ``unlabeled``."""
+    ids = [image.id for image in datastore.images.all()]
+    if which == "all":
+        return ids
+    labelled = {label.image_id for label in datastore.labels.current(DEFAULT_TAG)}
+    return [i for i in ids if (i in labelled) == (which == "labeled")]
+
+
+def run_batch_infer(
+    model: str,
+    images: str,
+    params: dict[str, Any],
+    datastore: Datastore,
+    inference: InferenceService,
+    user: str,
+    progress: Callable[[int, int, str], None],
+    stop: threading.Event,
+) -> dict[str, Any]:
+    """Infer ``model`` on the chosen images; each result becomes a label version (tag ``label_tag``)."""
+    tag = validate_tag(params.get("label_tag") or ORIGINAL_TAG)
+    ids = select_images(datastore, images)
+    results: dict[str, Any] = {}
+    for done, image_id in enumerate(ids, start=1):
+        if stop.is_set():
+            break
+        record = datastore.images.get(image_id)
+        source = ImageSource(key=record.sha256, load=partial(read_volume, record.path), image_id=image_id)
+        result = inference.submit(model, source, params).result()
+        entry: dict[str, Any] = {
+            "tag": tag,
+            "model_version": result.model_version,
+            "latencies": result.latencies,
+        }
+        if params.get("save_label", True):
+            with datastore.blobs.scratch(".nii.gz") as path:
+                write_volume(path, result.output.label.astype("uint8"), result.image.geometry.affine)
+                saved = datastore.labels.save(
+                    image_id,
+                    tag,
+                    path,
+                    filename=path.name,
+                    params={"model": model, "model_version": result.model_version, "batch": True},
+                    user=user,
+                    origin="infer",
+                    model=model,
+                    model_version=result.model_version,
+                )
+            entry["label"] = image_id
+            entry["version"] = saved.version
+        results[image_id] = entry
+        progress(done, len(ids), image_id)
+    return results

@@ -1,0 +1,204 @@
+"""What the API asks of the jobs machinery: submit, wait, stop, list, and train stats."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from labelloop.datastore import DEFAULT_TAG, Datastore
+from labelloop.errors import InvalidParamsError, ModelNotFoundError
+from labelloop.jobs.queue import JobQueue
+from labelloop.jobs.records import Job, JobKind, JobStatus
+from labelloop.jobs.scoring import SCORING_METHODS
+from labelloop.settings import JobSettings
+from labelloop.tasks import App
+
+__all__ = ["JobService"]
+
+logger = logging.getLogger(__name__)
+
+_PRIORITY = {JobKind.TRAIN: 0, JobKind.BATCH_INFER: 0, JobKind.SCORING: -10}
+
+
+class JobService:
+    """Jobs as MONAI Label's ``/train``, ``/scoring`` and ``/batch/infer`` see them."""
+
+    def __init__(self, queue: JobQueue, app: App, datastore: Datastore, settings: JobSettings) -> None:
+        self.queue = queue
+        self.app = app
+        self.datastore = datastore
+        self.settings = settings
+
+    # ------------------------------------------------------------ what exists
+
+    def trainers(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                "description": task.spec.description,
+                "config": dict(task.spec.config),
+                "model": task.model,
+            }
+            for name, task in self.app.train_tasks.items()
+        }
+
+    def scoring_methods(self) -> dict[str, dict[str, Any]]:
+        return {name: dict(spec) for name, spec in SCORING_METHODS.items()}
+
+    def train_stats(self) -> dict[str, Any]:
+        """Per trainer, the stats of its newest run that reported any (kept in the database)."""
+        stats: dict[str, Any] = {}
+        for name in self.app.train_tasks:
+            for job in self.queue.recent(JobKind.TRAIN, name=name, limit=5):
+                if job.progress:
+                    stats[name] = job.progress
+                    break
+            else:
+                stats[name] = {}
+        return stats
+
+    # ------------------------------------------------------------ submitting
+
+    def _config(self, trainer: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        task = self.app.train_tasks.get(trainer)
+        if task is None:
+            raise ModelNotFoundError(f"Trainer '{trainer}' not found; /info/ lists the trainers")
+        validate = getattr(task, "validate_config", None)
+        return dict(validate(params)) if callable(validate) else dict(params)
+
+    def submit_train(
+        self, trainer: str, params: Mapping[str, Any], user: str, *, enqueue: bool = False
+    ) -> Job:
+        """Queue a training run; refused (429) while one is queued or running, unless ``enqueue``."""
+        config = self._config(trainer, params)
+        resume = params.get("resume_from")
+        if resume is not None:
+            if not isinstance(resume, str):
+                raise InvalidParamsError("'resume_from' must be the id of an earlier train task")
+            earlier = self.queue.get(resume)
+            if earlier.kind != JobKind.TRAIN or earlier.name != trainer:
+                raise InvalidParamsError(f"Task {resume} is not a '{trainer}' training run")
+        return self.queue.submit(
+            JobKind.TRAIN,
+            trainer,
+            request={**params, "model": trainer},
+            config=config,
+            user=user,
+            priority=_PRIORITY[JobKind.TRAIN],
+            exclusive=not enqueue,
+            resume_from=resume,
+        )
+
+    def submit_all_trainers(self, body: Mapping[str, Any], user: str) -> dict[str, Job]:
+        """``POST /train/``: one queued run per trainer; ``body[trainer]`` holds that trainer's options.
+
+        Unlike MONAI Label, a top-level ``model`` key does not redirect every run (its bug 13).
+        """
+        jobs = {}
+        shared = {k: v for k, v in body.items() if k not in self.app.train_tasks and k != "model"}
+        for trainer in self.app.train_tasks:
+            own = body.get(trainer)
+            params = {**shared, **(own if isinstance(own, Mapping) else {})}
+            jobs[trainer] = self.submit_train(trainer, params, user, enqueue=True)
+        return jobs
+
+    def submit_scoring(self, method: str, params: Mapping[str, Any], user: str) -> Job:
+        if method not in SCORING_METHODS:
+            raise ModelNotFoundError(f"Scoring method '{method}' not found; /info/ lists them")
+        return self.queue.submit(
+            JobKind.SCORING,
+            method,
+            request={**params, "method": method},
+            config=dict(params),
+            user=user,
+            priority=_PRIORITY[JobKind.SCORING],
+            exclusive=True,
+        )
+
+    def submit_batch_infer(
+        self, model: str, images: str, params: Mapping[str, Any], user: str, known_models: list[str]
+    ) -> Job:
+        if model not in known_models:
+            raise ModelNotFoundError(f"Model '{model}' not found; /info/ lists the models")
+        return self.queue.submit(
+            JobKind.BATCH_INFER,
+            model,
+            request={**params, "model": model, "images": images},
+            config=dict(params),
+            user=user,
+            priority=_PRIORITY[JobKind.BATCH_INFER],
+            exclusive=True,
+        )
+
+    # ------------------------------------------------------------ following
+
+    async def wait(self, job_id: str, timeout_s: float | None = None) -> Job:
+        """Wait (without blocking the event loop) until the job reaches a final status."""
+        deadline = time.monotonic() + (timeout_s or self.settings.run_sync_timeout_s)
+        while True:
+            job = await asyncio.to_thread(self.queue.get, job_id)
+            if not job.active:
+                return job
+            if time.monotonic() > deadline:
+                return job
+            await asyncio.sleep(0.2)
+
+    def latest(self, kind: JobKind) -> Job | None:
+        found = self.queue.recent(kind, limit=1)
+        return found[0] if found else None
+
+    def history(self, kind: JobKind) -> list[Job]:
+        return self.queue.recent(kind)
+
+    def running(self, kind: JobKind) -> Job | None:
+        """The running job of ``kind``, else the oldest queued one (a queued job counts as running)."""
+        active = self.queue.active(kind)
+        for job in active:
+            if job.status == JobStatus.RUNNING:
+                return job
+        return active[0] if active else None
+
+    def get(self, job_id: str) -> Job:
+        return self.queue.get(job_id)
+
+    def stop(self, kind: JobKind, user: str, wait_s: float | None = None) -> Job | None:
+        """Stop the running job of ``kind`` and cancel queued ones; returns the stopped job, if any.
+
+        Waits up to the grace period for the worker to end the job's process, so the answer
+        normally already says ``STOPPED`` with an ``end_ts``.
+        """
+        running, queued = self.queue.cancel(kind, user)
+        target = running[0] if running else (queued[0] if queued else None)
+        if target is None:
+            return None
+        deadline = time.monotonic() + (wait_s if wait_s is not None else self.settings.cancel_grace_s + 5)
+        job = self.queue.get(target.id)
+        while job.active and time.monotonic() < deadline:
+            time.sleep(0.1)
+            job = self.queue.get(target.id)
+        return job
+
+    # ------------------------------------------------------------ automatic retraining
+
+    def autotrain(self) -> list[Job]:
+        """Queue every trainer once ``autotrain_after`` final labels arrived since the last training run."""
+        k = self.settings.autotrain_after
+        if k <= 0 or not self.app.train_tasks:
+            return []
+        last = self.latest(JobKind.TRAIN)
+        since = last.created_at if last is not None else 0.0
+        new = self.datastore.labels.count_saves(DEFAULT_TAG, since)
+        if new < k:
+            return []
+        if self.queue.active(JobKind.TRAIN):
+            return []
+        queued = []
+        for trainer in self.app.train_tasks:
+            try:
+                queued.append(self.submit_train(trainer, {}, "autotrain", enqueue=True))
+            except Exception:
+                logger.exception("automatic training of %s could not be queued", trainer)
+        logger.info("%d new final labels: queued training for %s", new, [j.name for j in queued])
+        return queued
