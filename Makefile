@@ -45,9 +45,11 @@ test-deps:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
+LINT_PATHS := $(wildcard server apps tests bench)
+
 lint: venv
-	$(BIN)/ruff check server apps tests bench
-	$(BIN)/ruff format --check server apps tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 typecheck: venv
 	$(BIN)/mypy server/labelloop apps/radiology
