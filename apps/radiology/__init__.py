@@ -9,7 +9,9 @@ from __future__ import annotations
 from labelloop.tasks import App
 
 from .deepedit import DeepEditTask
+from .randomwalk import RandomWalkTask
 from .segmentation import SegmentationTask
+from .trainers import DeepEditTrainer, SegmentationTrainer
 
 __version__ = "0.1.0"
 
@@ -34,5 +36,10 @@ def build_app() -> App:
         infer_tasks={
             "segmentation": SegmentationTask(LABELS),
             "deepedit": DeepEditTask(LABELS),
+            "random_walker": RandomWalkTask(),
+        },
+        train_tasks={
+            "segmentation": SegmentationTrainer(LABELS),
+            "deepedit": DeepEditTrainer(LABELS),
         },
     )
