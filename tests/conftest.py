@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from labelloop.settings import Settings
+from labelloop.settings import JobSettings, Settings
 from tests.support.postgres import PostgresServer, start_postgres
 from tests.support.servers import APP_DIR, LiveServer, free_port, start_thread_server
 from tests.support.volumes import make_image, make_label
@@ -42,7 +42,9 @@ def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFact
     started: list[LiveServer] = []
 
     def factory(database_url: str | None = None, **overrides: Any) -> LiveServer:
+        """Servers start no job worker process unless a test passes ``jobs=JobSettings(...)``."""
         data_dir = tmp_path_factory.mktemp("data")
+        overrides.setdefault("jobs", JobSettings(workers=0))
         settings = Settings(
             app=APP_DIR, data_dir=data_dir, port=free_port(), database_url=database_url, **overrides
         )

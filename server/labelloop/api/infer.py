@@ -169,9 +169,9 @@ async def infer(
         result = await inference.infer(model, inputs.source, parsed, inputs.label)
         out_path = services.datastore.blobs.new_scratch(ext)
         try:
-            result.latencies["write"] = round(
-                await anyio.to_thread.run_sync(_write, result, out_path, dtype), 4
-            )
+            write_s = await anyio.to_thread.run_sync(_write, result, out_path, dtype)
+            result.latencies["write"] = round(write_s, 4)
+            result.latencies["total"] = round(result.latencies["total"] + write_s, 4)
             labels = result.output.result.get("label_names", dict(spec.labels) or [])
             body = _result_json(result, labels)
             if parsed.get("save_label") and inputs.image_id is not None:
@@ -182,7 +182,12 @@ async def infer(
                         tag,
                         out_path,
                         filename=f"result{ext}",
-                        params={"model": model, "model_version": result.model_version, "params": body},
+                        params={
+                            "model": model,
+                            "model_version": result.model_version,
+                            "client_id": parsed.get("client_id"),
+                            "params": body,
+                        },
                         user=user,
                         origin="infer",
                         model=model,

@@ -46,6 +46,7 @@ class ModelVersion:
     duration_s: float | None
     active: bool
     activated_at: float | None
+    retired_at: float | None = None
 
     @property
     def checksum(self) -> str:
@@ -61,6 +62,7 @@ class ModelVersion:
             "created_by": self.created_by,
             "created_ts": self.created_at,
             "activated_ts": self.activated_at,
+            "retired_ts": self.retired_at,
             "checksum": self.checksum,
             "size_bytes": self.size_bytes,
             "metrics": self.metrics,
@@ -95,6 +97,7 @@ class Registry:
             duration_s=row["duration_s"],
             active=bool(row["active"]),
             activated_at=row["activated_at"],
+            retired_at=row["deleted_at"],
         )
 
     def publish(
@@ -196,11 +199,11 @@ class Registry:
         return self._record(row) if row is not None else None
 
     def versions(self, model: str) -> list[ModelVersion]:
-        """Every live version of ``model``, newest first."""
+        """Every version of ``model`` (retired ones too, with ``retired_at``), newest first."""
         with self._db.read() as conn:
             rows = conn.execute(
                 select(model_versions)
-                .where(model_versions.c.model == model, model_versions.c.deleted_at.is_(None))
+                .where(model_versions.c.model == model)
                 .order_by(desc(model_versions.c.version))
             ).mappings()
             return [self._record(r) for r in rows]
@@ -214,14 +217,14 @@ class Registry:
             conn.execute(
                 update(model_versions)
                 .where(model_versions.c.model == model, model_versions.c.version == version)
-                .values(active=True, activated_at=self._clock())
+                .values(active=True, activated_at=self._clock(), deleted_at=None)
             )
             record = self._get_in(conn, model, version)
         logger.info("model %s version %d activated", model, version)
         return record
 
     def retire_active(self, model: str) -> ModelVersion | None:
-        """Take the active version out of service and out of the list (its file stays for the record)."""
+        """Take the active version out of service; it stays in the history and can be activated again."""
         with self._db.write() as conn:
             self._db.lock(conn, f"model:{model}")
             row = (

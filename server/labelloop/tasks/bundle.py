@@ -37,14 +37,18 @@ class BundleError(LabelloopError):
     """The MONAI bundle cannot be used."""
 
 
-def _strip(compose: Any) -> Any:
-    """The bundle's Compose without loaders and savers (the server loads and writes itself)."""
-    from monai.transforms import Compose
-
-    if compose is None:
-        return None
-    transforms = [t for t in getattr(compose, "transforms", [compose]) if type(t).__name__ not in _DROPPED]
-    return Compose(transforms)
+def _without_io(parser: Any, key: str) -> None:
+    """Drop loaders and savers from pipeline ``key`` before it is built (the server loads and writes)."""
+    if key not in parser:
+        return
+    config = parser[key]
+    if isinstance(config, dict) and isinstance(config.get("transforms"), list):
+        config["transforms"] = [
+            t
+            for t in config["transforms"]
+            if not (isinstance(t, dict) and str(t.get("_target_", "")).rsplit(".", 1)[-1] in _DROPPED)
+        ]
+        parser[key] = config
 
 
 class BundleTask(InferTask):
@@ -112,13 +116,12 @@ class BundleTask(InferTask):
         with self._lock:
             if self._parsed is None:
                 parser = self._parser()
+                _without_io(parser, "preprocessing")
+                _without_io(parser, "postprocessing")
+                post = parser.get_parsed_content("postprocessing") if "postprocessing" in parser else None
                 self._parsed = {
-                    "preprocessing": _strip(parser.get_parsed_content("preprocessing")),
-                    "postprocessing": (
-                        _strip(parser.get_parsed_content("postprocessing"))
-                        if "postprocessing" in parser
-                        else None
-                    ),
+                    "preprocessing": parser.get_parsed_content("preprocessing"),
+                    "postprocessing": post,
                     "inferer": parser.get_parsed_content("inferer"),
                 }
             return self._parsed
