@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from labelloop import __version__
+from labelloop.activelearning import ActiveLearning
 from labelloop.api import (
     ROUTERS,
     BodySizeLimitMiddleware,
@@ -68,8 +69,15 @@ def build_services(settings: Settings) -> Services:
     registry = Registry(db, datastore.blobs)
     inference = InferenceService(_infer_tasks(app, settings.bundles), registry, settings.inference)
     jobs = JobService(JobQueue(db), app, datastore, settings.jobs)
+    activelearning = ActiveLearning(datastore, app.strategies, settings.activelearning)
     return Services(
-        settings=settings, app=app, datastore=datastore, registry=registry, inference=inference, jobs=jobs
+        settings=settings,
+        app=app,
+        datastore=datastore,
+        registry=registry,
+        inference=inference,
+        jobs=jobs,
+        activelearning=activelearning,
     )
 
 

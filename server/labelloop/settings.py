@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "Settings",
+    "ActiveLearningSettings",
     "DatastoreSettings",
     "InferenceSettings",
     "JobSettings",
@@ -91,6 +92,18 @@ class JobSettings(BaseModel):
     )
 
 
+class ActiveLearningSettings(BaseModel):
+    """Leases and double reading."""
+
+    lease_s: float = Field(1800.0, gt=0, description="How long an annotator holds an image they were given")
+    reads: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="Annotators per image (double reading: 2); the image completes with that many",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the server and the CLI can be told; every field is also ``LABELLOOP_<NAME>``."""
 
@@ -120,6 +133,7 @@ class Settings(BaseSettings):
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    activelearning: ActiveLearningSettings = Field(default_factory=ActiveLearningSettings)
     bundles: list[Path] = Field(
         default_factory=list, description="MONAI bundle folders to serve as extra models (JSON list)"
     )

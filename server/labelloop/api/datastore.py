@@ -110,7 +110,7 @@ def put_image_info(
 
 @router.put("/label", summary="Save a label as a new version (If-Match: refuse if it changed since)")
 def put_label(
-    ds: DatastoreDep,
+    services: ServicesDep,
     user: UserDep,
     response: Response,
     image: Annotated[str, Query()],
@@ -119,9 +119,13 @@ def put_label(
     params: Annotated[str, Form()] = "{}",
     if_match: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
+    ds = services.datastore
     validate_id(image)
     tag = validate_tag(tag)
     parsed = parse_json_object(params, "params")
+    holder = str(parsed.get("client_id") or user)
+    # With double reading, each reader's final label goes under their own tag.
+    tag = services.activelearning.tag_for_save(image, tag, holder)
     with spooled_upload(ds, label) as path:
         version = ds.labels.save(
             image,
@@ -132,8 +136,16 @@ def put_label(
             user=user,
             if_match=parse_if_match(if_match),
         )
+    outcome = services.activelearning.after_save(image, tag, holder)
     response.headers["ETag"] = version.etag
-    return {"image": image, "label": image, "tag": tag, "version": version.version, "etag": version.etag}
+    return {
+        "image": image,
+        "label": image,
+        "tag": tag,
+        "version": version.version,
+        "etag": version.etag,
+        **outcome,
+    }
 
 
 @router.delete("/label", summary="Delete a label (its versions stay in the history)")

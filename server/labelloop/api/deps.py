@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, UploadFile
 
+from labelloop.activelearning import ActiveLearning
 from labelloop.datastore import Datastore
 from labelloop.errors import InvalidParamsError
 from labelloop.inference import InferenceService
@@ -41,6 +42,7 @@ class Services:
     registry: Registry
     inference: InferenceService
     jobs: JobService
+    activelearning: ActiveLearning
 
 
 def get_services(request: Request) -> Services:

@@ -37,7 +37,7 @@ def info(services: ServicesDep) -> dict[str, Any]:
         "labels": app.label_names,
         "models": {name: _model(services, name) for name in services.inference.names},
         "trainers": services.jobs.trainers(),
-        "strategies": {},
+        "strategies": services.activelearning.describe(),
         "scoring": services.jobs.scoring_methods(),
         "train_stats": services.jobs.train_stats(),
         "datastore": services.datastore.views.stats(),

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from labelloop.api import datastore, infer, info, logs, model, session, tasks
+from labelloop.api import activelearning, datastore, infer, info, logs, model, session, tasks
 
 __all__ = ["ROUTERS"]
 
@@ -10,6 +10,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     info.router,
     datastore.router,
     infer.router,
+    activelearning.router,
     model.router,
     tasks.router,
     session.router,

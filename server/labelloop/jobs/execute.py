@@ -67,7 +67,9 @@ def execute_job(
         if job.kind == JobKind.TRAIN:
             result = run_training(job, app, datastore, registry, queue, settings, stop, jobs_dir)
         elif job.kind == JobKind.SCORING:
-            result = run_scoring(job.name, datastore, _progress(queue, job), stop)
+            result = run_scoring(
+                job.name, app, datastore, registry, inference.device, _progress(queue, job), stop
+            )
         else:
             images = str(job.request.get("images", "all"))
             result = run_batch_infer(

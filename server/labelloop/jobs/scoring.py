@@ -1,7 +1,7 @@
-"""Scoring jobs: per-image scores written into label info (``/scoring/``).
-
-Built in: ``dice``, the Dice between an image's newest model output (tag ``original``) and
-its ``final`` label: how much annotators had to change the pre-segmentation.
+"""Scoring jobs (``/scoring/``): the app's scoring methods, which store per-image scores that
+active-learning strategies read, and the built-in ``dice``, the Dice between an image's newest
+model output (tag ``original``) and its ``final`` label, written into the label's info: how much
+annotators had to change the pre-segmentation.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from labelloop.activelearning import ScoreStore
 from labelloop.datastore import DEFAULT_TAG, ORIGINAL_TAG, Datastore
 from labelloop.imaging import read_volume
 from labelloop.jobs.training import mean_dice
+from labelloop.registry import Registry
+from labelloop.tasks import App, ScoringMethod
 
 __all__ = ["SCORING_METHODS", "run_scoring"]
 
@@ -52,10 +55,60 @@ def _dice(
     return scores
 
 
-def run_scoring(
-    method: str, datastore: Datastore, progress: Callable[[int, int, str], None], stop: threading.Event
+def _app_method(
+    name: str,
+    method: ScoringMethod,
+    datastore: Datastore,
+    registry: Registry,
+    device: Any,
+    progress: Callable[[int, int, str], None],
+    stop: threading.Event,
 ) -> dict[str, Any]:
-    """Run scoring ``method`` over the datastore; returns ``{image_id: score}``."""
-    if method == "dice":
+    """Score every unfinished image whose stored score is not from the active version and content."""
+    active = registry.active(method.spec.model)
+    if active is None:
+        raise RuntimeError(f"'{name}' needs a trained '{method.spec.model}' model; train it first")
+    store = ScoreStore(datastore.db)
+    fresh = store.fresh(name, active.version)
+    finals = {label.image_id for label in datastore.labels.current(DEFAULT_TAG)}
+    todo = [i for i in datastore.images.all() if i.id not in finals and fresh.get(i.id) != i.sha256]
+    model = method.load(active.path, device) if todo else None
+    results: dict[str, Any] = {
+        "model": method.spec.model,
+        "model_version": active.version,
+        "skipped": len(fresh),
+    }
+    for done, image in enumerate(todo, start=1):
+        if stop.is_set():
+            break
+        output = method.score(model, read_volume(image.path), device)
+        store.put(
+            image.id,
+            name,
+            model=method.spec.model,
+            model_version=active.version,
+            image_sha256=image.sha256,
+            value=output.value,
+            details=output.details,
+        )
+        results[image.id] = output.value
+        progress(done, len(todo), image.id)
+    return results
+
+
+def run_scoring(
+    name: str,
+    app: App,
+    datastore: Datastore,
+    registry: Registry,
+    device: Any,
+    progress: Callable[[int, int, str], None],
+    stop: threading.Event,
+) -> dict[str, Any]:
+    """Run scoring method ``name`` (built in, or the app's); returns ``{image_id: score}``."""
+    if name == "dice":
         return _dice(datastore, progress, stop)
-    raise ValueError(f"unknown scoring method {method!r}")
+    method = app.scoring.get(name)
+    if method is None:
+        raise ValueError(f"unknown scoring method {name!r}")
+    return _app_method(name, method, datastore, registry, device, progress, stop)

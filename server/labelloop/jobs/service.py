@@ -45,7 +45,15 @@ class JobService:
         }
 
     def scoring_methods(self) -> dict[str, dict[str, Any]]:
-        return {name: dict(spec) for name, spec in SCORING_METHODS.items()}
+        """Built-in and the app's scoring methods, as ``/info/`` lists them."""
+        methods = {name: dict(spec) for name, spec in SCORING_METHODS.items()}
+        for name, method in self.app.scoring.items():
+            methods[name] = {
+                "description": method.spec.description,
+                "config": dict(method.spec.config),
+                "model": method.spec.model,
+            }
+        return methods
 
     def train_stats(self) -> dict[str, Any]:
         """Per trainer, the stats of its newest run that reported any (kept in the database)."""
@@ -104,8 +112,10 @@ class JobService:
             jobs[trainer] = self.submit_train(trainer, params, user, enqueue=True)
         return jobs
 
-    def submit_scoring(self, method: str, params: Mapping[str, Any], user: str) -> Job:
-        if method not in SCORING_METHODS:
+    def submit_scoring(
+        self, method: str, params: Mapping[str, Any], user: str, *, exclusive: bool = True
+    ) -> Job:
+        if method not in SCORING_METHODS and method not in self.app.scoring:
             raise ModelNotFoundError(f"Scoring method '{method}' not found; /info/ lists them")
         return self.queue.submit(
             JobKind.SCORING,
@@ -114,7 +124,7 @@ class JobService:
             config=dict(params),
             user=user,
             priority=_PRIORITY[JobKind.SCORING],
-            exclusive=True,
+            exclusive=exclusive,
         )
 
     def submit_batch_infer(

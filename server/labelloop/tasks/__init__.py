@@ -1,4 +1,4 @@
-"""The contracts an app implements: ``App``, ``InferTask``, ``TrainTask`` (strategies come later)."""
+"""The contracts an app implements: ``App``, ``InferTask``, ``TrainTask``, ``Strategy``, ``ScoringMethod``."""
 
 from labelloop.tasks.app import App, AppLoadError, load_app
 from labelloop.tasks.bundle import BundleError, BundleTask
@@ -11,6 +11,17 @@ from labelloop.tasks.infer import (
     Points,
     config_choices,
     parse_points,
+)
+from labelloop.tasks.strategy import (
+    Candidate,
+    Ranked,
+    Score,
+    ScoreOutput,
+    ScoringMethod,
+    ScoringSpec,
+    Strategy,
+    StrategyContext,
+    StrategySpec,
 )
 from labelloop.tasks.train import (
     LocalTrainContext,
@@ -25,6 +36,15 @@ from labelloop.tasks.train import (
 
 __all__ = [
     "App",
+    "Candidate",
+    "Ranked",
+    "Score",
+    "ScoreOutput",
+    "ScoringMethod",
+    "ScoringSpec",
+    "Strategy",
+    "StrategyContext",
+    "StrategySpec",
     "AppLoadError",
     "BundleError",
     "BundleTask",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from labelloop.errors import LabelloopError
 from labelloop.tasks.infer import InferTask
+from labelloop.tasks.strategy import ScoringMethod, Strategy
 from labelloop.tasks.train import TrainTask
 
 __all__ = ["App", "AppLoadError", "load_app"]
@@ -30,6 +31,8 @@ class App:
         labels: label name -> integer value in label maps; ``background`` is 0.
         infer_tasks: model name -> inference task; names are ids (``[A-Za-z0-9._-]``).
         train_tasks: trainer name -> training task; each trains one of ``infer_tasks``.
+        strategies: active-learning strategies (``random``, ``first`` and ``last`` are built in).
+        scoring: scoring methods whose per-image scores strategies read.
     """
 
     name: str
@@ -38,6 +41,8 @@ class App:
     labels: Mapping[str, int] = field(default_factory=dict)
     infer_tasks: Mapping[str, InferTask] = field(default_factory=dict)
     train_tasks: Mapping[str, TrainTask] = field(default_factory=dict)
+    strategies: Mapping[str, Strategy] = field(default_factory=dict)
+    scoring: Mapping[str, ScoringMethod] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         values = list(self.labels.values())
@@ -45,6 +50,15 @@ class App:
             raise AppLoadError(f"App {self.name!r} gives two labels the same value: {dict(self.labels)}")
         if any(v < 0 for v in values):
             raise AppLoadError(f"App {self.name!r} has a negative label value: {dict(self.labels)}")
+        for method, scorer in self.scoring.items():
+            if scorer.spec.model not in self.infer_tasks:
+                raise AppLoadError(
+                    f"Scoring method {method!r} uses {scorer.spec.model!r}, not one of the models"
+                )
+        for strategy_name, strategy in self.strategies.items():
+            unknown = [m for m in strategy.spec.scores if m not in self.scoring]
+            if unknown:
+                raise AppLoadError(f"Strategy {strategy_name!r} reads unknown scoring methods {unknown}")
         for trainer, task in self.train_tasks.items():
             if task.model not in self.infer_tasks:
                 raise AppLoadError(

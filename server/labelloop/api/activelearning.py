@@ -1,0 +1,63 @@
+"""``/activelearning/``: the next image for an annotator, leased to them (MONAI Label section 2.4), plus
+rankings, leases and double-reading agreement (ours)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Body, Query
+
+from labelloop.api.deps import ServicesDep, UserDep
+from labelloop.datastore import validate_id
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/activelearning", tags=["activelearning"])
+
+
+@router.get("/leases", summary="Open leases: who works on which image until when")
+def open_leases(services: ServicesDep) -> list[dict[str, Any]]:
+    return services.activelearning.leases()
+
+
+@router.delete("/lease", summary="Give an image back before saving a final label")
+def release(
+    services: ServicesDep,
+    user: UserDep,
+    image: Annotated[str, Query()],
+    client_id: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    validate_id(image)
+    services.activelearning.release(image, client_id or user)
+    return {}
+
+
+@router.get("/agreement", summary="Double reading: the readers' labels and their agreement on an image")
+def agreement(services: ServicesDep, image: Annotated[str, Query()]) -> dict[str, Any]:
+    record = services.datastore.images.get(image)
+    return dict(record.info.get("double_reading") or {"reads": [], "agreement": None})
+
+
+@router.get(
+    "/{strategy}/ranking", summary="The strategy's ranking: each image's score and why it ranks there"
+)
+def ranking(
+    services: ServicesDep,
+    strategy: str,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 50,
+) -> list[dict[str, Any]]:
+    return services.activelearning.ranking(strategy, {}, limit)
+
+
+@router.post("/{strategy}", summary="Lease the next image to annotate ({} when none is left)")
+async def next_sample(
+    services: ServicesDep,
+    user: UserDep,
+    strategy: str,
+    params: Annotated[dict[str, Any] | None, Body()] = None,
+) -> dict[str, Any]:
+    return await anyio.to_thread.run_sync(
+        partial(services.activelearning.next_sample, strategy, params or {}, user)
+    )
