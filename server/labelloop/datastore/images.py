@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, and_, func, insert, select, update
 
 from labelloop.datastore.blobs import sha256_file
+from labelloop.datastore.counters import IMAGES, bump, label_counter
 from labelloop.datastore.ids import validate_id
 from labelloop.datastore.intake import accept_image
 from labelloop.datastore.records import Context, ImageRecord
@@ -216,6 +217,7 @@ class ImageStore:
                         **values,
                     )
                 )
+                bump(self._ctx.db, conn, IMAGES, +1)
                 return self.get_in(conn, image_id), None
             live = row["deleted_at"] is None
             if live and row["sha256"] == values["sha256"] and row["owned"] == values["owned"]:
@@ -239,6 +241,8 @@ class ImageStore:
                 )
             stale = row["location"] if row["owned"] else None
             base_info = (row["info"] or {}) if live else {}
+            if not live:
+                bump(self._ctx.db, conn, IMAGES, +1)
             conn.execute(
                 update(images)
                 .where(images.c.id == image_id)
@@ -284,6 +288,14 @@ class ImageStore:
             conn.execute(
                 update(images).where(images.c.id == image_id).values(deleted_at=now, deleted_reason=reason)
             )
+            bump(self._ctx.db, conn, IMAGES, -1)
+            live_tags = conn.execute(
+                select(labels.c.tag).where(
+                    labels.c.image_id == image_id, labels.c.deleted_at.is_(None), labels.c.head_version > 0
+                )
+            ).scalars()
+            for tag in live_tags:
+                bump(self._ctx.db, conn, label_counter(tag), -1)
             conn.execute(
                 update(labels)
                 .where(labels.c.image_id == image_id, labels.c.deleted_at.is_(None))

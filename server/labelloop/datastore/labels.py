@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, desc, func, insert, select, update
 
+from labelloop.datastore.counters import bump, label_counter
 from labelloop.datastore.ids import ORIGINAL_TAG, validate_id, validate_tag
 from labelloop.datastore.images import ImageStore
 from labelloop.datastore.intake import accept_label
@@ -150,6 +151,8 @@ class LabelStore:
                     .where(labels.c.image_id == image_id, labels.c.tag == tag)
                     .values(head_version=version, deleted_at=None, updated_at=now)
                 )
+                if not live:
+                    bump(self._ctx.db, conn, label_counter(tag), +1)
                 return self._get_in(conn, image_id, tag, version)
         except BaseException:
             self._ctx.blobs.delete(key)
@@ -225,6 +228,8 @@ class LabelStore:
                 .where(labels.c.image_id == image_id, labels.c.tag == tag, labels.c.deleted_at.is_(None))
                 .values(deleted_at=now, updated_at=now)
             )
+            if result.rowcount:
+                bump(self._ctx.db, conn, label_counter(tag), -1)
             return bool(result.rowcount)
 
     # ------------------------------------------------------------ reading

@@ -34,6 +34,7 @@ __all__ = [
     "workers",
     "leases",
     "scores",
+    "counters",
 ]
 
 metadata = MetaData(
@@ -267,4 +268,13 @@ scores = Table(
     Column("value", Float, nullable=True),
     Column("details", JSON, nullable=False),
     Column("computed_at", Float, nullable=False),
+)
+
+# Running totals kept in the same transactions as the rows they count, so stats cost the
+# same with 100 or 100,000 images: "images" (live images) and "labels:<tag>" (live labels).
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(160), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
+from labelloop.datastore.counters import IMAGES, read_counters
 from labelloop.datastore.ids import DEFAULT_TAG
 from labelloop.datastore.records import Context
 from labelloop.datastore.schema import images, label_versions, labels
@@ -22,16 +23,15 @@ class Views:
         self._description = description
 
     def stats(self) -> dict[str, Any]:
-        """``{"total", "completed", "label_tags"}`` as MONAI Label reports them."""
+        """``{"total", "completed", "label_tags"}`` as MONAI Label reports them, from running totals."""
         with self._ctx.db.read() as conn:
-            total = conn.execute(select(func.count()).where(images.c.deleted_at.is_(None))).scalar_one()
-            rows = conn.execute(
-                select(labels.c.tag, func.count())
-                .where(labels.c.deleted_at.is_(None), labels.c.head_version > 0)
-                .group_by(labels.c.tag)
-            ).all()
-        tags = {str(tag): int(count) for tag, count in rows}
-        return {"total": int(total), "completed": tags.get(DEFAULT_TAG, 0), "label_tags": tags}
+            totals = read_counters(conn)
+        tags = {
+            name.split(":", 1)[1]: value
+            for name, value in sorted(totals.items())
+            if name.startswith("labels:") and value > 0
+        }
+        return {"total": totals.get(IMAGES, 0), "completed": tags.get(DEFAULT_TAG, 0), "label_tags": tags}
 
     def model(self) -> dict[str, Any]:
         """The whole datastore in MONAI Label's ``datastore_v2.json`` shape (``?output=all``)."""

@@ -51,15 +51,19 @@ class ByteLRU(Generic[V]):
     def used(self) -> int:
         return self._used
 
-    def get(self, key: Hashable) -> V | None:
+    def lookup(self, key: Hashable) -> tuple[bool, V | None]:
+        """``(found, value)``; a cached ``None`` is found."""
         with self._lock:
             item = self._items.get(key)
             if item is None:
                 self.misses += 1
-                return None
+                return False, None
             self._items.move_to_end(key)
             self.hits += 1
-            return item[0]
+            return True, item[0]
+
+    def get(self, key: Hashable) -> V | None:
+        return self.lookup(key)[1]
 
     def put(self, key: Hashable, value: V) -> None:
         size = self._size(value)

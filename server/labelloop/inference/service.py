@@ -157,15 +157,13 @@ class InferenceService:
     ) -> Any:
         key = (name, version, str(device))
         with self._models_lock:
-            model = self._models.get(key)
+            if key in self._models:  # a model may legitimately be None (classical methods)
+                return self._models[key]
             lock = self._load_locks.setdefault(name, threading.Lock())
-        if model is not None:
-            return model
         with lock:  # one load per model at a time; others wait for it instead of loading twice
             with self._models_lock:
-                model = self._models.get(key)
-            if model is not None:
-                return model
+                if key in self._models:
+                    return self._models[key]
             started = time.perf_counter()
             model = task.load(weights, device)
             logger.info(
@@ -183,8 +181,8 @@ class InferenceService:
             return model
 
     def _image(self, source: ImageSource) -> tuple[Volume, bool]:
-        cached = self.images.get(source.key)
-        if cached is not None:
+        found, cached = self.images.lookup(source.key)
+        if found and cached is not None:
             return cached, True
         volume = source.load()
         self.images.put(source.key, volume)
@@ -192,8 +190,8 @@ class InferenceService:
 
     def _prepared(self, task: InferTask, source: ImageSource, image: Volume, device: Any) -> tuple[Any, bool]:
         key = (source.key, task.preprocess_key, str(device))
-        cached = self.prepared.get(key)
-        if cached is not None:
+        found, cached = self.prepared.lookup(key)
+        if found:
             return cached, True
         prepared = task.preprocess(image, device)
         self.prepared.put(key, prepared)
