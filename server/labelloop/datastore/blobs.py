@@ -82,9 +82,15 @@ class BlobStore:
             path.unlink(missing_ok=True)
 
     def put(self, key: str, source: Path) -> tuple[str, int]:
-        """Copy ``source`` to ``key`` atomically; returns ``(sha256, size_bytes)``."""
+        """Store ``source`` at ``key`` atomically; returns ``(sha256, size_bytes)``.
+
+        A scratch file of this store is moved into place (read once for its checksum, no second
+        copy); anything else is copied.
+        """
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if source.parent == self.tmp:
+            return self._move(source, target)
         partial = self.tmp / f"{uuid.uuid4().hex}.partial"
         digest = hashlib.sha256()
         size = 0
@@ -101,6 +107,18 @@ class BlobStore:
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
+        return digest.hexdigest(), size
+
+    def _move(self, source: Path, target: Path) -> tuple[str, int]:
+        digest = hashlib.sha256()
+        size = 0
+        with open(source, "rb+") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+            os.fsync(f.fileno())
+        os.replace(source, target)
+        _fsync_dir(target.parent)
         return digest.hexdigest(), size
 
     def delete(self, key: str) -> None:
