@@ -65,6 +65,9 @@ test: venv test-deps lint typecheck imports pytest
 
 bench: venv sample-data
 	$(BIN)/python bench/datastore.py
+	$(BIN)/python bench/infer.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/active_learning.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
