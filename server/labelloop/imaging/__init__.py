@@ -3,7 +3,7 @@
 Arrays are ``(I, J, K)`` in file index order; affines map voxel indices to RAS millimetres.
 """
 
-from labelloop.imaging.dicom import read_dicom_series, read_dicom_zip
+from labelloop.imaging.dicom import DicomSeries, read_dicom_series, read_dicom_zip, sort_dicom_series
 from labelloop.imaging.formats import (
     VOLUME_EXTENSIONS,
     FileKind,
@@ -16,6 +16,7 @@ from labelloop.imaging.volume import Geometry, Volume, VolumeFormat, read_geomet
 
 __all__ = [
     "VOLUME_EXTENSIONS",
+    "DicomSeries",
     "FileKind",
     "Geometry",
     "Volume",
@@ -27,6 +28,7 @@ __all__ = [
     "read_geometry",
     "read_volume",
     "sniff",
+    "sort_dicom_series",
     "strip_extensions",
     "write_volume",
 ]

@@ -6,6 +6,7 @@ import io
 import zipfile
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from labelloop.errors import ImageReadError, PayloadTooLargeError
 from labelloop.imaging.formats import scrub
 from labelloop.imaging.volume import Geometry, Volume
 
-__all__ = ["read_dicom_zip", "read_dicom_series"]
+__all__ = ["DicomSeries", "read_dicom_zip", "read_dicom_series", "sort_dicom_series"]
 
 
 def _datasets_from_zip(path: Path, max_bytes: int) -> list[Any]:
@@ -64,14 +65,30 @@ def _float_list(ds: Any, keyword: str, n: int) -> list[float]:
     return [float(v) for v in value]
 
 
-def read_dicom_series(datasets: Iterable[Any]) -> Volume:
-    """Stack single-frame DICOM datasets of one series into a ``Volume``.
+@dataclass(frozen=True)
+class DicomSeries:
+    """A sorted single-frame series: its slices in ``k`` order and the grid they make.
 
-    The result's ``array`` is ``(I, J, K)`` = (column, row, slice) with rescale slope and
-    intercept applied (int16 when they are integral and fit, else float32); the affine maps
-    to RAS millimetres.
+    Attributes:
+        slices: the datasets, ordered along the slice normal (``k`` = 0 first).
+        geometry: ``(I, J, K)`` = (columns, rows, slices) with a voxel -> RAS mm affine.
     """
-    slices = [ds for ds in datasets if "PixelData" in ds]
+
+    slices: list[Any]
+    geometry: Geometry
+
+
+def sort_dicom_series(datasets: Iterable[Any], *, need_pixels: bool = True) -> DicomSeries:
+    """Order the slices of one series along their normal and derive the voxel grid.
+
+    With ``need_pixels=False`` metadata alone (WADO-RS metadata, no PixelData) is enough.
+
+    Raises:
+        ImageReadError: no slices, several series, mixed orientations or sizes, uneven spacing.
+    """
+    slices = [
+        ds for ds in datasets if (not need_pixels or "PixelData" in ds) and "ImagePositionPatient" in ds
+    ]
     if not slices:
         raise ImageReadError("The archive holds no DICOM image slices")
     by_series: dict[str, list[Any]] = defaultdict(list)
@@ -106,6 +123,24 @@ def read_dicom_series(datasets: Iterable[Any]) -> Volume:
     else:
         thickness = float(getattr(slices[0], "SliceThickness", 1.0) or 1.0)
         step = normal * thickness
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * pixel_spacing[1]
+    lps[:3, 1] = col_dir * pixel_spacing[0]
+    lps[:3, 2] = step
+    lps[:3, 3] = positions[0]
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    return DicomSeries(slices=slices, geometry=Geometry(shape=(cols, rows, len(slices)), affine=affine))
+
+
+def read_dicom_series(datasets: Iterable[Any]) -> Volume:
+    """Stack single-frame DICOM datasets of one series into a ``Volume``.
+
+    The result's ``array`` is ``(I, J, K)`` = (column, row, slice) with rescale slope and
+    intercept applied (int16 when they are integral and fit, else float32); the affine maps
+    to RAS millimetres.
+    """
+    series = sort_dicom_series(datasets)
+    slices = series.slices
     try:
         planes = [ds.pixel_array for ds in slices]
     except Exception as exc:
@@ -118,11 +153,4 @@ def read_dicom_series(datasets: Iterable[Any]) -> Volume:
         array = data.astype(np.int16)
     else:
         array = data.astype(np.float32)
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * pixel_spacing[1]
-    lps[:3, 1] = col_dir * pixel_spacing[0]
-    lps[:3, 2] = step
-    lps[:3, 3] = positions[0]
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    shape = (int(array.shape[0]), int(array.shape[1]), int(array.shape[2]))
-    return Volume(array=array, geometry=Geometry(shape=shape, affine=affine), format="dicom")
+    return Volume(array=array, geometry=series.geometry, format="dicom")
