@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +61,7 @@ def test_16_clients_at_once_get_16_different_images(server: LiveServer, volumes:
     for strategy in ("first", "random"):
         clients = [f"{strategy}-annotator-{i}" for i in range(16)]
         with ThreadPoolExecutor(16) as pool:
-            answers = list(pool.map(lambda c: _next(server, strategy, c), clients))
+            answers = list(pool.map(partial(_next, server, strategy), clients))
         assert [a.status_code for a in answers] == [200] * 16, [
             a.text for a in answers if a.status_code != 200
         ]
