@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from functools import partial
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
