@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "Settings",
     "ActiveLearningSettings",
+    "DicomWebSettings",
     "DatastoreSettings",
     "InferenceSettings",
     "JobSettings",
@@ -104,6 +105,19 @@ class ActiveLearningSettings(BaseModel):
     )
 
 
+class DicomWebSettings(BaseModel):
+    """A DICOMweb studies source (``--studies http://host/dicom-web``)."""
+
+    username: str | None = Field(None, description="HTTP basic-auth user of the PACS")
+    password: str | None = Field(None, description="HTTP basic-auth password of the PACS")
+    modalities: list[str] = Field(
+        default_factory=lambda: ["CT", "MR"], description="Series modalities to list"
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of each request to the PACS")
+    cache_bytes: int = Field(20 * 1024**3, gt=0, description="Disk budget of retrieved series, bytes")
+    refresh_interval_s: float = Field(60.0, gt=0, description="How often new series and SEGs are looked for")
+
+
 class Settings(BaseSettings):
     """Everything the server and the CLI can be told; every field is also ``LABELLOOP_<NAME>``."""
 
@@ -134,6 +148,7 @@ class Settings(BaseSettings):
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     activelearning: ActiveLearningSettings = Field(default_factory=ActiveLearningSettings)
+    dicomweb: DicomWebSettings = Field(default_factory=DicomWebSettings)
     bundles: list[Path] = Field(
         default_factory=list, description="MONAI bundle folders to serve as extra models (JSON list)"
     )

@@ -203,7 +203,7 @@ class ActiveLearning:
         answer: dict[str, Any] = {
             **before,
             "id": record.id,
-            "path": str(record.path),
+            "path": str(self.datastore.images.file(record)),  # a PACS series is fetched first
             "checksum": record.checksum,
             "lease": {"holder": holder, "expires_ts": now + self.settings.lease_s, "renewed": renewed},
             "reason": chosen.reason,

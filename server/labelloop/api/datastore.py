@@ -40,7 +40,9 @@ def _put_image(
     if image is not None:
         validate_id(image)
     with spooled_upload(ds, file) as path:
-        record = ds.images.add(path, filename=file.filename, image_id=image, info=info, user=user)
+        record = ds.images.add(
+            path, filename=file.filename, image_id=image, info=info, user=user, disposable=True
+        )
     return {"image": record.id}
 
 
@@ -81,7 +83,7 @@ def delete_image_alias(ds: DatastoreDep, id: Annotated[str, Query()]) -> dict[st
 @router.get("/image", summary="Download an image")
 def get_image(ds: DatastoreDep, image: Annotated[str, Query()]) -> Response:
     record = ds.images.get(image)
-    return download(record.path, record.name, etag=f'"{record.sha256}"')
+    return download(ds.images.file(record), record.name, etag=f'"{record.sha256}"')
 
 
 @router.head("/image", summary="Does the image exist (with this SHA256 checksum)?")
@@ -135,6 +137,7 @@ def put_label(
             params=parsed,
             user=user,
             if_match=parse_if_match(if_match),
+            disposable=True,
         )
     outcome = services.activelearning.after_save(image, tag, holder)
     response.headers["ETag"] = version.etag

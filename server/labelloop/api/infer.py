@@ -82,7 +82,9 @@ def _resolve(
         elif image_ref:
             image_id = _image_id(image_ref)
             record = ds.images.get(image_id)
-            source = ImageSource(key=record.sha256, load=lambda: read_volume(record.path), image_id=image_id)
+            source = ImageSource(
+                key=record.sha256, load=lambda: read_volume(ds.images.file(record)), image_id=image_id
+            )
             geometry = record.geometry
             ext = ".nrrd" if record.ext.endswith(".nrrd") else ".nii.gz"
         else:

@@ -81,15 +81,15 @@ class BlobStore:
         finally:
             path.unlink(missing_ok=True)
 
-    def put(self, key: str, source: Path) -> tuple[str, int]:
+    def put(self, key: str, source: Path, *, move: bool = False) -> tuple[str, int]:
         """Store ``source`` at ``key`` atomically; returns ``(sha256, size_bytes)``.
 
-        A scratch file of this store is moved into place (read once for its checksum, no second
-        copy); anything else is copied.
+        With ``move``, a scratch file of this store is moved into place (read once for its
+        checksum, no second copy); anything else is copied.
         """
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if source.parent == self.tmp:
+        if move and source.parent == self.tmp:
             return self._move(source, target)
         partial = self.tmp / f"{uuid.uuid4().hex}.partial"
         digest = hashlib.sha256()

@@ -55,7 +55,7 @@ def write_dataset_zip(
                 continue
             image_entry = f"imagesTr/{image.name}"
             label_entry = f"labelsTr/{label.name}"
-            archive.write(image.path, image_entry, compress_type=_compression(image.name))
+            archive.write(images.file(image), image_entry, compress_type=_compression(image.name))
             archive.write(label.path, label_entry, compress_type=_compression(label.name))
             if isinstance(image.info.get("Modality"), str):
                 modalities.add(image.info["Modality"])

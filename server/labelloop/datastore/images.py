@@ -52,6 +52,7 @@ class ImageStore:
             updated_at=float(row["updated_at"]),
             path=self._ctx.resolve(row["location"], bool(row["owned"])),
             owned=bool(row["owned"]),
+            location=row["location"],
         )
 
     def _live_row(self, conn: Connection, image_id: str, *, lock: bool = False) -> RowMapping | None:
@@ -75,6 +76,35 @@ class ImageStore:
         if row is None:
             raise ImageNotFoundError(f"Image '{image_id}' not found")
         return self._record(row)
+
+    def file(self, record: ImageRecord) -> Path:
+        """The image's file on this server; a PACS series is retrieved and cached on first use."""
+        return self._ctx.materialize(record.location, record.owned)
+
+    def register_remote(
+        self, image_id: str, location: str, geometry: Geometry, identity: str, info: dict[str, Any], user: str
+    ) -> tuple[ImageRecord, bool]:
+        """Register a PACS series (no pixels fetched); returns ``(record, changed)``."""
+        validate_id(image_id)
+        with self._ctx.db.read() as conn:
+            row = conn.execute(select(images).where(images.c.id == image_id)).mappings().first()
+        if row is not None and row["deleted_at"] is not None and row["deleted_reason"] != "missing":
+            raise ConflictError(f"Image '{image_id}' was deleted; it is not registered again")
+        if row is not None and row["deleted_at"] is None and row["sha256"] == identity:
+            return self._record(row), False
+        values = {
+            "location": location,
+            "owned": False,
+            "name": f"{image_id}.nii.gz",
+            "ext": ".nii.gz",
+            "format": "dicom",
+            "geometry": geometry.to_json(),
+            "sha256": identity,
+            "size_bytes": 0,
+            "mtime_ns": None,
+        }
+        record, _ = self._upsert(image_id, values, _clean_info(info), user, replace_labelled=True)
+        return record, True
 
     def exists(self, image_id: str, checksum: str | None = None) -> bool:
         """Whether the image exists and, when ``checksum`` (``[SHA256:]hex``) is given, has that content."""
@@ -117,8 +147,11 @@ class ImageStore:
         image_id: str | None,
         info: dict[str, Any],
         user: str,
+        disposable: bool = False,
     ) -> ImageRecord:
         """Store an uploaded image under ``image_id`` (default: ``filename`` without its extensions).
+
+        ``disposable``: ``source`` is a scratch file the caller no longer needs (it may be moved).
 
         Uploading the same content again only merges ``info``. New content replaces an image
         that has no labels; an image with labels is never silently replaced (``ConflictError``).
@@ -131,7 +164,7 @@ class ImageStore:
         with accept_image(source, filename, self._ctx.blobs, self._ctx.settings) as accepted:
             name = f"{image_id}{accepted.ext}"
             key = self._ctx.blobs.new_key("images", name)
-            sha256, size = self._ctx.blobs.put(key, accepted.file)
+            sha256, size = self._ctx.blobs.put(key, accepted.file, move=disposable or accepted.converted)
         values = {
             "location": key,
             "owned": True,

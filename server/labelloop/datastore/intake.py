@@ -38,6 +38,7 @@ class Accepted:
     ext: str
     format: VolumeFormat
     geometry: Geometry
+    converted: bool = False
 
 
 def read_image(source: Path, settings: DatastoreSettings) -> Volume:
@@ -67,7 +68,7 @@ def accept_image(
     if volume.format == "dicom":
         with blobs.scratch(".nii.gz") as converted:
             write_volume(converted, volume.array, volume.geometry.affine)
-            yield Accepted(converted, ".nii.gz", "dicom", volume.geometry)
+            yield Accepted(converted, ".nii.gz", "dicom", volume.geometry, converted=True)
         return
     yield Accepted(source, canonical_extension(sniff(source), filename), volume.format, volume.geometry)
 
@@ -133,6 +134,6 @@ def accept_label(
     if filename and filename.lower().endswith(".bin"):
         with blobs.scratch(".nii.gz") as converted:
             write_volume(converted, volume.array, image.affine)
-            yield Accepted(converted, ".nii.gz", "nifti", image)
+            yield Accepted(converted, ".nii.gz", "nifti", image, converted=True)
         return
     yield Accepted(source, canonical_extension(sniff(source), filename), volume.format, volume.geometry)

@@ -79,12 +79,14 @@ class LabelStore:
         origin: str = "upload",
         model: str | None = None,
         model_version: int | None = None,
+        disposable: bool = False,
     ) -> LabelVersion:
         """Store ``source`` as the next version of ``(image_id, tag)``.
 
         The label must lie on the image's grid. With ``if_match`` (ETags, or ``["*"]``) the save
         succeeds only if the current version is one of them; otherwise ``LabelConflictError``
-        and nothing is stored.
+        and nothing is stored. ``disposable``: ``source`` is a scratch file the caller no longer
+        needs (it may be moved into place instead of copied).
         """
         validate_id(image_id)
         tag = validate_tag(tag)
@@ -92,7 +94,7 @@ class LabelStore:
         with accept_label(source, filename, image.geometry, self._ctx.blobs, self._ctx.settings) as accepted:
             name = f"{image_id}{accepted.ext}"
             key = self._ctx.blobs.new_key("labels", name)
-            sha256, size = self._ctx.blobs.put(key, accepted.file)
+            sha256, size = self._ctx.blobs.put(key, accepted.file, move=disposable or accepted.converted)
         model = model or (params.get("model") if isinstance(params.get("model"), str) else None)
         if model_version is None:
             model_version = _int_or_none(params.get("model_version"))

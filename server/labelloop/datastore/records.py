@@ -5,14 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from labelloop.datastore.blobs import BlobStore
 from labelloop.datastore.database import Database
+from labelloop.errors import NotFoundError
 from labelloop.imaging import Geometry
 from labelloop.settings import DatastoreSettings
 
-__all__ = ["ImageRecord", "LabelVersion", "SessionRecord", "Context"]
+__all__ = ["ImageRecord", "LabelVersion", "SessionRecord", "Context", "RemoteImages", "REMOTE_PREFIX"]
+
+
+class RemoteImages(Protocol):
+    """Where images that live elsewhere (a PACS) are cached and fetched from."""
+
+    def cached_path(self, series_uid: str) -> Path: ...
+
+    def local_path(self, location: str) -> Path: ...
+
+
+REMOTE_PREFIX = "dicomweb:"
 
 
 @dataclass(frozen=True)
@@ -23,9 +35,21 @@ class Context:
     blobs: BlobStore
     settings: DatastoreSettings
     clock: Callable[[], float]
+    remote: RemoteImages | None = None
 
     def resolve(self, location: str, owned: bool) -> Path:
+        """Where an image's file is (for a PACS image: where its cached copy is or will be)."""
+        if location.startswith(REMOTE_PREFIX) and self.remote is not None:
+            return self.remote.cached_path(location.rsplit("/", 1)[-1])
         return self.blobs.path(location) if owned else Path(location)
+
+    def materialize(self, location: str, owned: bool) -> Path:
+        """The image's file, fetched from the PACS first when it is not cached yet."""
+        if location.startswith(REMOTE_PREFIX):
+            if self.remote is None:
+                raise NotFoundError("This image lives in a PACS that this server is not connected to")
+            return self.remote.local_path(location)
+        return self.resolve(location, owned)
 
 
 @dataclass(frozen=True)
@@ -45,6 +69,12 @@ class ImageRecord:
     updated_at: float
     path: Path
     owned: bool
+    location: str = ""
+
+    @property
+    def remote(self) -> bool:
+        """Whether the image lives in a PACS (``path`` is then its local cache)."""
+        return self.location.startswith(REMOTE_PREFIX)
 
     @property
     def checksum(self) -> str:

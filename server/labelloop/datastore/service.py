@@ -12,7 +12,7 @@ from labelloop.datastore.export import write_dataset_zip
 from labelloop.datastore.images import ImageStore
 from labelloop.datastore.importer import ImportReport, Progress, import_folder
 from labelloop.datastore.labels import LabelStore
-from labelloop.datastore.records import Context
+from labelloop.datastore.records import Context, RemoteImages
 from labelloop.datastore.sessions import SessionStore
 from labelloop.datastore.views import Views
 from labelloop.settings import DatastoreSettings, SessionSettings
@@ -37,10 +37,15 @@ class Datastore:
         name: str = "labelloop",
         description: str = "labelloop datastore",
         clock: Callable[[], float] = time.time,
+        remote: RemoteImages | None = None,
     ) -> None:
         self.db = db
         self.ctx = Context(
-            db=db, blobs=BlobStore(data_dir), settings=settings or DatastoreSettings(), clock=clock
+            db=db,
+            blobs=BlobStore(data_dir),
+            settings=settings or DatastoreSettings(),
+            clock=clock,
+            remote=remote,
         )
         self.images = ImageStore(self.ctx)
         self.labels = LabelStore(self.ctx, self.images)

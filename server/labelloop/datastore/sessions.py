@@ -79,13 +79,13 @@ class SessionStore:
                 # A zip is always read as a DICOM series, so ``uncompress`` changes nothing here.
                 with accept_image(path, filename, blobs, self._ctx.settings) as accepted:
                     image_name = f"{stem}{accepted.ext}"
-                    blobs.put(f"{key_prefix}/{image_name}", accepted.file)
+                    blobs.put(f"{key_prefix}/{image_name}", accepted.file, move=True)
             else:
                 image_name = "image.nii.gz"
                 volume = read_dicom_series(self._read_dicom_files(files))
                 with blobs.scratch(".nii.gz") as converted:
                     write_volume(converted, volume.array, volume.geometry.affine)
-                    blobs.put(f"{key_prefix}/{image_name}", converted)
+                    blobs.put(f"{key_prefix}/{image_name}", converted, move=True)
             now = self._ctx.clock()
             with self._ctx.db.write() as conn:
                 conn.execute(

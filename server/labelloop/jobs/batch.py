@@ -7,11 +7,15 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from labelloop.datastore import DEFAULT_TAG, ORIGINAL_TAG, Datastore, validate_tag
-from labelloop.imaging import read_volume, write_volume
+from labelloop.datastore import DEFAULT_TAG, ORIGINAL_TAG, Datastore, ImageRecord, validate_tag
+from labelloop.imaging import Volume, read_volume, write_volume
 from labelloop.inference import ImageSource, InferenceService
 
 __all__ = ["run_batch_infer", "select_images"]
+
+
+def _load(datastore: Datastore, record: ImageRecord) -> Volume:
+    return read_volume(datastore.images.file(record))
 
 
 def select_images(datastore: Datastore, which: str) -> list[str]:
@@ -41,7 +45,7 @@ def run_batch_infer(
         if stop.is_set():
             break
         record = datastore.images.get(image_id)
-        source = ImageSource(key=record.sha256, load=partial(read_volume, record.path), image_id=image_id)
+        source = ImageSource(key=record.sha256, load=partial(_load, datastore, record), image_id=image_id)
         result = inference.submit(model, source, params).result()
         entry: dict[str, Any] = {
             "tag": tag,

@@ -81,7 +81,7 @@ def _app_method(
     for done, image in enumerate(todo, start=1):
         if stop.is_set():
             break
-        output = method.score(model, read_volume(image.path), device)
+        output = method.score(model, read_volume(datastore.images.file(image)), device)
         store.put(
             image.id,
             name,

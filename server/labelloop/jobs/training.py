@@ -85,7 +85,7 @@ def gather_training_set(datastore: Datastore) -> list[TrainItem]:
         items.append(
             TrainItem(
                 image_id=image.id,
-                image=image.path,
+                image=datastore.images.file(image),
                 label=label.path,
                 label_version=label.version,
                 label_sha256=label.sha256,
