@@ -27,7 +27,7 @@ from labelloop.api import (
     Services,
     install_error_handlers,
 )
-from labelloop.datastore import Database, Datastore, ImportReport, validate_id
+from labelloop.datastore import Database, Datastore, DicomWebSource, ImportReport, PacsLink, validate_id
 from labelloop.errors import LabelloopError
 from labelloop.inference import InferenceService
 from labelloop.jobs import JobQueue, JobService, die_with_parent
@@ -58,6 +58,10 @@ def build_services(settings: Settings) -> Services:
     app = load_app(settings.app)
     db = Database(settings.resolved_database_url)
     db.migrate()
+    pacs = None
+    if settings.studies and settings.studies.startswith(("http://", "https://")):
+        source = DicomWebSource(settings.studies, settings.dicomweb, settings.data_dir / "dicomweb")
+        pacs = PacsLink(source, app.labels)
     datastore = Datastore(
         db,
         settings.data_dir,
@@ -65,6 +69,7 @@ def build_services(settings: Settings) -> Services:
         session_settings=settings.sessions,
         name=app.name,
         description=app.description,
+        remote=pacs,
     )
     registry = Registry(db, datastore.blobs)
     inference = InferenceService(_infer_tasks(app, settings.bundles), registry, settings.inference)
@@ -78,6 +83,7 @@ def build_services(settings: Settings) -> Services:
         inference=inference,
         jobs=jobs,
         activelearning=activelearning,
+        pacs=pacs,
     )
 
 
@@ -120,12 +126,10 @@ def stop_workers(processes: list[subprocess.Popen[bytes]], grace_s: float) -> No
 
 
 def import_studies(services: Services) -> ImportReport | None:
-    """Register ``settings.studies`` in place when it is a local folder."""
+    """Register ``settings.studies`` in place if it is a folder (a PACS is refreshed in the background)."""
     studies = services.settings.studies
-    if not studies:
+    if not studies or services.pacs is not None:
         return None
-    if studies.startswith(("http://", "https://")):
-        raise LabelloopError("DICOMweb studies are not supported yet; give a local folder")
     return services.datastore.import_folder(Path(studies), user=services.settings.user)
 
 
@@ -161,7 +165,19 @@ def create_app(settings: Settings) -> FastAPI:
         workers = start_workers(settings, write_settings_file(settings))
         if settings.inference.warmup:
             threading.Thread(target=services.inference.warmup, name="warmup", daemon=True).start()
-        loops = [
+        loops = []
+        if services.pacs is not None:
+            # The PACS is listed in the background: the server answers at once, series appear as found.
+            loops.append(
+                asyncio.create_task(
+                    _every(
+                        settings.dicomweb.refresh_interval_s,
+                        "PACS refresh",
+                        lambda: services.datastore.refresh_remote(settings.user),
+                    )
+                )
+            )
+        loops += [
             asyncio.create_task(
                 _every(
                     settings.sessions.cleanup_interval_s,

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, UploadFile
 
 from labelloop.activelearning import ActiveLearning
-from labelloop.datastore import Datastore
+from labelloop.datastore import Datastore, PacsLink
 from labelloop.errors import InvalidParamsError
 from labelloop.inference import InferenceService
 from labelloop.jobs import JobService
@@ -43,6 +43,7 @@ class Services:
     inference: InferenceService
     jobs: JobService
     activelearning: ActiveLearning
+    pacs: PacsLink | None = None
 
 
 def get_services(request: Request) -> Services:

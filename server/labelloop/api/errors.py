@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from labelloop.datastore import PacsError
 from labelloop.errors import (
     AlreadyRunningError,
     BusyError,
@@ -42,6 +43,7 @@ STATUS_BY_ERROR: tuple[tuple[type[LabelloopError], int], ...] = (
     (ConflictError, 409),
     (FeatureDisabledError, 406),
     (BusyError, 503),
+    (PacsError, 502),
 )
 
 

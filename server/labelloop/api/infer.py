@@ -21,6 +21,7 @@ from labelloop.api.files import download
 from labelloop.datastore import ORIGINAL_TAG, read_image, read_label, sha256_file, validate_id, validate_tag
 from labelloop.errors import FeatureDisabledError, InvalidIdError, InvalidInputError, InvalidParamsError
 from labelloop.imaging import Volume, read_geometry, read_volume, sniff, write_volume
+from labelloop.imaging.dicomseg import SegAuthor
 from labelloop.inference import ImageSource, InferResult
 
 __all__ = ["router"]
@@ -128,6 +129,20 @@ def _result_json(result: InferResult, labels: Any) -> dict[str, Any]:
     return body
 
 
+def _dicom_seg(services: Services, image_id: str, model: str, result: InferResult, user: str) -> Response:
+    assert services.pacs is not None
+    record = services.datastore.images.get(image_id)
+    author = SegAuthor(creator=user, model=model, model_version=result.model_version)
+    label = np.asarray(result.output.label, dtype=np.uint8)
+    _, content = services.pacs.seg_bytes(record.location, label, author)
+    filename = f"{image_id}_{model}.dcm"
+    return Response(
+        content,
+        media_type="application/dicom",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 def _multipart(params: dict[str, Any], filename: str, content: bytes) -> Response:
     boundary = uuid.uuid4().hex
     head = (
@@ -158,7 +173,7 @@ async def infer(
     inference = services.inference
     spec = inference.spec(model)
     parsed = parse_json_object(params, "params")
-    if output == "dicom_seg":
+    if output == "dicom_seg" and services.pacs is None:
         raise FeatureDisabledError(
             "DICOM SEG output needs a DICOMweb datastore; this server's studies are files. "
             "Ask for output=image or output=all"
@@ -168,7 +183,14 @@ async def infer(
             lambda: stack.enter_context(_resolve(services, image, session_id, parsed, file, label))
         )
         ext, dtype = _output_options(parsed, inputs.image_ext)
+        remote = inputs.image_id is not None and services.datastore.images.get(inputs.image_id).remote
+        if output == "dicom_seg" and not remote:
+            raise FeatureDisabledError(
+                "DICOM SEG output is for images from the PACS (a series id as 'image')"
+            )
         result = await inference.infer(model, inputs.source, parsed, inputs.label)
+        if output == "dicom_seg" and services.pacs is not None and inputs.image_id is not None:
+            return await anyio.to_thread.run_sync(_dicom_seg, services, inputs.image_id, model, result, user)
         out_path = services.datastore.blobs.new_scratch(ext)
         try:
             write_s = await anyio.to_thread.run_sync(_write, result, out_path, dtype)

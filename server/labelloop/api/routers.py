@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from labelloop.api import activelearning, datastore, infer, info, logs, model, session, tasks
+from labelloop.api import activelearning, datastore, infer, info, logs, model, proxy, session, tasks
 
 __all__ = ["ROUTERS"]
 
@@ -15,4 +15,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     tasks.router,
     session.router,
     logs.router,
+    proxy.router,
 )

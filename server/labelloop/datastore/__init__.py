@@ -2,10 +2,12 @@
 
 from labelloop.datastore.blobs import BlobStore, sha256_file
 from labelloop.datastore.database import Database
+from labelloop.datastore.dicomweb import DicomWebSource, PacsError, SeriesRef
 from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, validate_tag
 from labelloop.datastore.importer import ImportReport, studies_id
 from labelloop.datastore.intake import read_image, read_label
 from labelloop.datastore.labels import parse_if_match
+from labelloop.datastore.pacs import PacsLink, RefreshReport
 from labelloop.datastore.records import ImageRecord, LabelVersion, SessionRecord
 from labelloop.datastore.service import Datastore
 
@@ -15,9 +17,14 @@ __all__ = [
     "BlobStore",
     "Database",
     "Datastore",
+    "DicomWebSource",
     "ImageRecord",
     "ImportReport",
     "LabelVersion",
+    "PacsError",
+    "PacsLink",
+    "RefreshReport",
+    "SeriesRef",
     "SessionRecord",
     "parse_if_match",
     "read_image",

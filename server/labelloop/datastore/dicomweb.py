@@ -106,7 +106,11 @@ class DicomWebSource:
         session = requests.Session()
         if self.settings.username:
             session.auth = (self.settings.username, self.settings.password or "")
-        return DICOMwebClient(url=self.url, session=session, timeout=self.settings.timeout_s)
+        client = DICOMwebClient(url=self.url, session=session, timeout=self.settings.timeout_s)
+        # Its default is 5 attempts with 1-16 s back-off, also on refused connections: an
+        # annotator would wait half a minute for an answer a PACS that is down gives at once.
+        client.set_http_retry_params(retry=True, max_attempts=2, wait_exponential_multiplier=250)
+        return client
 
     @contextmanager
     def _calling(self, what: str) -> Iterator[None]:
@@ -142,7 +146,11 @@ class DicomWebSource:
 
         with self._calling(f"send the metadata of series {ref.series_uid}"):
             items = self.client().retrieve_series_metadata(ref.study_uid, ref.series_uid)
-        return [Dataset.from_json(item) for item in items]
+        # Bulk data (pixels) is only referenced in metadata; leave it out rather than fetch it.
+        return [
+            Dataset.from_json({tag: value for tag, value in item.items() if "BulkDataURI" not in value})
+            for item in items
+        ]
 
     def geometry(self, ref: SeriesRef) -> tuple[Geometry, str, list[Any]]:
         """Grid, content identity and sorted metadata of a series, from metadata alone.

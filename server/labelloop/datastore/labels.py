@@ -5,15 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Connection, RowMapping, desc, func, insert, select, update
 
 from labelloop.datastore.counters import bump, label_counter
-from labelloop.datastore.ids import ORIGINAL_TAG, validate_id, validate_tag
+from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, validate_tag
 from labelloop.datastore.images import ImageStore
 from labelloop.datastore.intake import accept_label
 from labelloop.datastore.records import Context, LabelVersion
 from labelloop.datastore.schema import label_versions, labels
 from labelloop.errors import ConflictError, LabelConflictError, LabelNotFoundError
+from labelloop.imaging import read_volume
+from labelloop.imaging.dicomseg import SegAuthor
 
 __all__ = ["LabelStore", "parse_if_match"]
 
@@ -80,18 +83,28 @@ class LabelStore:
         model: str | None = None,
         model_version: int | None = None,
         disposable: bool = False,
+        write_back: bool = True,
     ) -> LabelVersion:
         """Store ``source`` as the next version of ``(image_id, tag)``.
 
         The label must lie on the image's grid. With ``if_match`` (ETags, or ``["*"]``) the save
         succeeds only if the current version is one of them; otherwise ``LabelConflictError``
         and nothing is stored. ``disposable``: ``source`` is a scratch file the caller no longer
-        needs (it may be moved into place instead of copied).
+        needs (it may be moved into place instead of copied). A final label of a PACS image is
+        written back as a DICOM SEG first (``write_back``); if the PACS refuses it, nothing is saved.
         """
         validate_id(image_id)
         tag = validate_tag(tag)
         image = self._images.get(image_id)
         with accept_label(source, filename, image.geometry, self._ctx.blobs, self._ctx.settings) as accepted:
+            if image.remote and tag == DEFAULT_TAG and write_back and self._ctx.remote is not None:
+                author = SegAuthor(
+                    creator=str(params.get("client_id") or user),
+                    model=params.get("model") if isinstance(params.get("model"), str) else None,
+                    model_version=_int_or_none(params.get("model_version")),
+                )
+                label_array = np.asarray(read_volume(accepted.file).array)
+                params = {**params, **self._ctx.remote.export_label(image.location, label_array, author)}
             name = f"{image_id}{accepted.ext}"
             key = self._ctx.blobs.new_key("labels", name)
             sha256, size = self._ctx.blobs.put(key, accepted.file, move=disposable or accepted.converted)

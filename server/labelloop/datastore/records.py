@@ -23,6 +23,10 @@ class RemoteImages(Protocol):
 
     def local_path(self, location: str) -> Path: ...
 
+    def export_label(self, location: str, label: Any, author: Any) -> dict[str, Any]:
+        """Write a final label back (a DICOM SEG); returns what to record with the version."""
+        ...
+
 
 REMOTE_PREFIX = "dicomweb:"
 

@@ -12,6 +12,7 @@ from labelloop.datastore.export import write_dataset_zip
 from labelloop.datastore.images import ImageStore
 from labelloop.datastore.importer import ImportReport, Progress, import_folder
 from labelloop.datastore.labels import LabelStore
+from labelloop.datastore.pacs import PacsLink, RefreshReport
 from labelloop.datastore.records import Context, RemoteImages
 from labelloop.datastore.sessions import SessionStore
 from labelloop.datastore.views import Views
@@ -57,6 +58,13 @@ class Datastore:
     @property
     def blobs(self) -> BlobStore:
         return self.ctx.blobs
+
+    def refresh_remote(self, user: str) -> RefreshReport | None:
+        """Look for new series and SEGs in the PACS, when the studies are a DICOMweb server."""
+        remote = self.ctx.remote
+        if not isinstance(remote, PacsLink):
+            return None
+        return remote.refresh(self.images, self.labels, self.blobs, user)
 
     def import_folder(self, folder: Path, *, user: str, progress: Progress | None = None) -> ImportReport:
         """Register a MONAI Label-style studies folder in place (incremental)."""
