@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure a real labelloop server (``python bench/<name>.py``)."""
