@@ -48,19 +48,7 @@ def resample_nearest(
     linear, offset = mapping[:3, :3], mapping[:3, 3]
     order = _axis_permutation(linear)
     if order is not None:
-        # target axis t reads source axis order[t]: one index vector per axis, no interpolation
-        coords: dict[int, npt.NDArray[np.int64]] = {}
-        for t, src_axis in enumerate(order):
-            steps = np.arange(target_shape[t], dtype=np.float64)
-            exact = linear[src_axis, t] * steps + offset[src_axis]
-            coords[src_axis] = np.floor(exact + 0.5).astype(np.int64)  # round half up, as scipy does
-        valid = [(coords[a] >= 0) & (coords[a] < source.shape[a]) for a in range(3)]
-        clipped = [np.clip(coords[a], 0, source.shape[a] - 1) for a in range(3)]
-        picked = np.transpose(source[np.ix_(*clipped)], order)
-        inside = np.ix_(*[valid[a] for a in order])
-        out = np.full(target_shape, fill, dtype=source.dtype)
-        out[inside] = picked[inside]
-        return out
+        return _resample_axis_aligned(source, linear, offset, order, target_shape, fill)
     from scipy import ndimage
 
     return np.asarray(
@@ -68,3 +56,40 @@ def resample_nearest(
             source, linear, offset=offset, output_shape=target_shape, order=0, mode="constant", cval=fill
         )
     )
+
+
+def _resample_axis_aligned(
+    source: npt.NDArray[Any],
+    linear: npt.NDArray[np.float64],
+    offset: npt.NDArray[np.float64],
+    order: list[int],
+    target_shape: tuple[int, int, int],
+    fill: int | float,
+) -> npt.NDArray[Any]:
+    """Target axis ``t`` reads source axis ``order[t]``: one index vector per axis, no interpolation.
+
+    The indices along an axis are monotonic, so the voxels inside the source form one box of the
+    target: it is filled by gathers (``np.take``) and a slice assignment, not by boolean masks.
+    The result is Fortran-ordered, which is what NIfTI and NRRD writers store.
+    """
+    index: dict[int, npt.NDArray[np.int64]] = {}
+    box: list[slice] = [slice(0, 0)] * 3
+    for t, src_axis in enumerate(order):
+        steps = np.arange(target_shape[t], dtype=np.float64)
+        exact = linear[src_axis, t] * steps + offset[src_axis]
+        coords = np.floor(exact + 0.5).astype(np.int64)  # round half up, as scipy does
+        inside = np.flatnonzero((coords >= 0) & (coords < source.shape[src_axis]))
+        if inside.size == 0:
+            return np.full(target_shape, fill, dtype=source.dtype, order="F")
+        box[t] = slice(int(inside[0]), int(inside[-1]) + 1)
+        index[src_axis] = coords[box[t]]
+    # Gather on the axis-reversed view: the result's transpose is then Fortran-contiguous.
+    picked = np.transpose(source, (2, 1, 0))
+    for rev_axis, src_axis in enumerate((2, 1, 0)):
+        picked = np.take(picked, index[src_axis], axis=rev_axis)
+    picked = np.transpose(np.transpose(picked, (2, 1, 0)), order)  # target axis order
+    if all(b.start == 0 and b.stop == n for b, n in zip(box, target_shape, strict=True)):
+        return np.asfortranarray(picked)
+    out = np.full(target_shape, fill, dtype=source.dtype, order="F")
+    out[box[0], box[1], box[2]] = picked
+    return out
