@@ -202,6 +202,12 @@ class JobQueue:
         with self._db.write() as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(pid=pid, heartbeat_at=self._clock()))
 
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether a stop was asked for (one column, cheap enough to poll)."""
+        with self._db.read() as conn:
+            row = conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).first()
+        return bool(row is not None and row.cancel_requested)
+
     def heartbeat(self, job_id: str) -> bool:
         """Refresh a running job's heartbeat; returns whether it was asked to stop."""
         with self._db.write() as conn:

@@ -79,13 +79,17 @@ class Worker:
 
     def _watch(self, job: Job, handle: RunHandle) -> None:
         kill_at: float | None = None
-        last_beat = 0.0
+        last_beat = last_check = 0.0
         while (code := handle.poll()) is None:
             now = time.monotonic()
             if now - last_beat >= self.settings.heartbeat_interval_s:
                 self.queue.worker_heartbeat(self.worker_id)
                 last_beat = now
-            if kill_at is None and (self.stop.is_set() or self.queue.get(job.id).cancel_requested):
+            asked = False
+            if kill_at is None and now - last_check >= 0.5:  # a stop request is seen within half a second
+                asked = self.stop.is_set() or self.queue.cancel_requested(job.id)
+                last_check = now
+            if asked:
                 handle.terminate()
                 kill_at = now + self.settings.cancel_grace_s
             elif kill_at is not None and now >= kill_at:
