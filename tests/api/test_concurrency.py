@@ -9,18 +9,8 @@ from pathlib import Path
 
 import requests
 
+from tests.support.http import upload
 from tests.support.servers import LiveServer
-
-
-def _upload(server: LiveServer, image_id: str, path: Path) -> None:
-    with open(path, "rb") as f:
-        r = requests.put(
-            f"{server.url}/datastore/image",
-            params={"image": image_id},
-            files={"file": (path.name, f)},
-            timeout=60,
-        )
-    assert r.status_code == 200, r.text
 
 
 def _save(server: LiveServer, image_id: str, path: Path, tag: str, client: str) -> requests.Response:
@@ -39,7 +29,7 @@ def test_32_annotators_on_32_images_all_saves_land(server: LiveServer, volumes: 
     label = volumes("lab.nrrd", kind="label")
     ids = [f"case{i:02d}" for i in range(32)]
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda i: _upload(server, i, image), ids))
+        list(pool.map(lambda i: upload(server, i, image), ids))
     with ThreadPoolExecutor(32) as pool:
         responses = list(pool.map(lambda i: _save(server, i, label, "final", f"annotator-{i}"), ids))
     assert [r.status_code for r in responses] == [200] * 32, [
@@ -60,7 +50,7 @@ def test_16_saves_of_the_same_label_make_16_versions(
 ) -> None:
     image = volumes("img.nii.gz")
     labels = [volumes(f"lab{i}.nrrd", kind="label", seed=i) for i in range(16)]
-    _upload(server, "shared", image)
+    upload(server, "shared", image)
     with ThreadPoolExecutor(16) as pool:
         responses = list(
             pool.map(lambda i: _save(server, "shared", labels[i], "final", f"reader-{i}"), range(16))
@@ -91,7 +81,7 @@ def test_16_saves_of_the_same_label_make_16_versions(
 def test_concurrent_if_match_saves_exactly_one_wins(server: LiveServer, volumes: Callable[..., Path]) -> None:
     image = volumes("img.nii.gz")
     labels = [volumes(f"lab{i}.nrrd", kind="label", seed=i) for i in range(8)]
-    _upload(server, "contested", image)
+    upload(server, "contested", image)
     first = _save(server, "contested", labels[0], "final", "start")
     etag = first.headers["ETag"]
 

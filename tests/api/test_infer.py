@@ -30,6 +30,7 @@ from labelloop.imaging import Volume, read_volume, write_volume
 from labelloop.settings import InferenceSettings, JobSettings, Settings
 from tests.conftest import ServerFactory
 from tests.support.bundle import make_bundle
+from tests.support.http import upload
 from tests.support.servers import APP_DIR, LiveServer, free_port, start_thread_server
 from tests.support.volumes import DEFAULT_AFFINE, make_image
 from tests.support.weights import write_weights
@@ -46,17 +47,6 @@ LATENCY_KEYS = {"pre", "infer", "invert", "post", "write", "total"}
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _upload(server: LiveServer, image_id: str, path: Path) -> None:
-    with open(path, "rb") as f:
-        r = requests.put(
-            f"{server.url}/datastore/image",
-            params={"image": image_id},
-            files={"file": (path.name, f)},
-            timeout=120,
-        )
-    assert r.status_code == 200, r.text
 
 
 def _publish(server: LiveServer, model: str, weights: Path) -> dict[str, Any]:
@@ -190,8 +180,8 @@ def ready(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ready]:
     try:
         image = make_image(files / "ct.nii.gz", shape=SHAPE, affine=AFFINE, seed=1)
         write_volume(files / "ctn.nrrd", image, AFFINE)
-        _upload(server, "ct", files / "ct.nii.gz")
-        _upload(server, "ctn", files / "ctn.nrrd")
+        upload(server, "ct", files / "ct.nii.gz")
+        upload(server, "ctn", files / "ctn.nrrd")
         _publish(server, "segmentation", write_weights(files / "seg.pt", "segmentation", winner=LIVER))
         _publish(server, "deepedit", write_weights(files / "de.pt", "deepedit", winner=LESION))
         yield Ready(server=server, files=files)
@@ -212,7 +202,7 @@ def _click_params(labels: Any, app_labels: list[str]) -> tuple[dict[str, Any], l
 def test_client_infer_on_every_model_multipart_and_json(make_server: ServerFactory, tmp_path: Path) -> None:
     server = make_server()
     make_image(tmp_path / "case.nii.gz", shape=SHAPE, affine=AFFINE)
-    _upload(server, "case", tmp_path / "case.nii.gz")
+    upload(server, "case", tmp_path / "case.nii.gz")
     info = requests.get(f"{server.url}/info/", timeout=10).json()
     models = info["models"]
     assert {"segmentation", "deepedit"} <= set(models)
@@ -432,7 +422,7 @@ def test_deepedit_clicks_in_every_client_format(ready: Ready, tmp_path: Path) ->
 def test_save_label_stores_the_result_with_provenance(server: LiveServer, tmp_path: Path) -> None:
     path = tmp_path / "ct.nii.gz"
     make_image(path, shape=SHAPE, affine=AFFINE)
-    _upload(server, "ct", path)
+    upload(server, "ct", path)
     _publish(server, "segmentation", write_weights(tmp_path / "seg.pt", "segmentation", winner=SPLEEN))
 
     response = _infer(server, "segmentation", "ct", {"save_label": True, "client_id": "user-xyz"})
@@ -487,7 +477,7 @@ def test_bundle_model_is_listed_and_infers_on_the_image_grid(
     )
     server = make_server(bundles=[unet, threshold])
     image = make_image(tmp_path / "ct.nii.gz", shape=SHAPE, affine=AFFINE, seed=3)
-    _upload(server, "ct", tmp_path / "ct.nii.gz")
+    upload(server, "ct", tmp_path / "ct.nii.gz")
 
     models = requests.get(f"{server.url}/info/", timeout=10).json()["models"]
     for name in ("spleen_ct", "spleen_threshold"):
@@ -520,7 +510,7 @@ def test_bundle_model_is_listed_and_infers_on_the_image_grid(
 
 def test_new_weights_serve_without_restart_and_rollback_works(server: LiveServer, tmp_path: Path) -> None:
     make_image(tmp_path / "ct.nii.gz", shape=SHAPE, affine=AFFINE)
-    _upload(server, "ct", tmp_path / "ct.nii.gz")
+    upload(server, "ct", tmp_path / "ct.nii.gz")
 
     def run() -> tuple[int, np.ndarray]:
         body, _, mask = _multipart_result(_infer(server, "segmentation", "ct"), tmp_path)
@@ -555,9 +545,9 @@ def test_info_answers_quickly_during_a_long_inference(make_server: ServerFactory
     server = make_server(inference=InferenceSettings(device="cpu"))
     big = tmp_path / "big.nii"
     make_image(big, shape=(512, 512, 160), affine=DEFAULT_AFFINE)  # 0.8 x 0.8 x 2.5 mm
-    _upload(server, "big", big)
+    upload(server, "big", big)
     make_image(tmp_path / "ct.nii.gz", shape=SHAPE, affine=AFFINE)
-    _upload(server, "ct", tmp_path / "ct.nii.gz")
+    upload(server, "ct", tmp_path / "ct.nii.gz")
     _publish(server, "segmentation", write_weights(tmp_path / "v1.pt", winner=LIVER))
     v2 = write_weights(tmp_path / "v2.pt", winner=SPLEEN)
 
@@ -631,7 +621,7 @@ def test_two_concurrent_inferences_both_succeed(ready: Ready, tmp_path: Path) ->
 def test_second_request_on_an_image_uses_the_cache(ready: Ready, tmp_path: Path) -> None:
     path = tmp_path / "fresh.nii.gz"
     make_image(path, shape=SHAPE, affine=AFFINE, seed=99)  # content nobody has inferred on yet
-    _upload(ready.server, "fresh", path)
+    upload(ready.server, "fresh", path)
     first = _infer(ready.server, "segmentation", "fresh", output="json").json()
     second = _infer(ready.server, "segmentation", "fresh", output="json").json()
     assert first["cache"] == {"image": False, "prepared": False}
@@ -647,7 +637,7 @@ def test_second_request_on_an_image_uses_the_cache(ready: Ready, tmp_path: Path)
     # The same id with new content (another grid): nothing stale comes out of the cache.
     other_affine = np.diag([2.0, 2.0, 5.0, 1.0])
     make_image(path, shape=(48, 40, 20), affine=other_affine, seed=100)
-    _upload(ready.server, "fresh", path)
+    upload(ready.server, "fresh", path)
     response = _infer(ready.server, "segmentation", "fresh", {"result_extension": ".nrrd"})
     params, _, mask = _multipart_result(response, tmp_path)
     assert params["cache"] == {"image": False, "prepared": False}
@@ -658,7 +648,7 @@ def test_second_request_on_an_image_uses_the_cache(ready: Ready, tmp_path: Path)
 # ------------------------------------------------------------------ sessions and uploads
 
 
-def test_inference_on_a_session_and_on_an_upload(ready: Ready, tmp_path: Path) -> None:
+def test_inference_on_a_session_and_on_anupload(ready: Ready, tmp_path: Path) -> None:
     server = ready.server
     with open(ready.files / "ctn.nrrd", "rb") as f:
         created = requests.put(f"{server.url}/session/", files={"files": ("ctn.nrrd", f)}, timeout=30).json()
@@ -766,7 +756,7 @@ def test_server_paths_are_never_read_through_infer(ready: Ready, tmp_path: Path)
 def test_model_without_weights_is_409_until_published(make_server: ServerFactory, tmp_path: Path) -> None:
     server = make_server()
     make_image(tmp_path / "ct.nii.gz", shape=SHAPE, affine=AFFINE)
-    _upload(server, "ct", tmp_path / "ct.nii.gz")
+    upload(server, "ct", tmp_path / "ct.nii.gz")
     detail = _assert_error(_infer(server, "segmentation", "ct"), 409, "segmentation")
     assert "train" in detail.lower() and "/model/segmentation" in detail
     client = MONAILabelClient(server.url, tmpdir=str(tmp_path), client_id="user-xyz")

@@ -238,23 +238,6 @@ def test_seg_names_unnamed_values_and_refuses_empty_or_misfitting_labels() -> No
 
 
 @pytest.fixture(scope="module")
-def orthanc_server() -> Iterator[OrthancServer]:
-    """One Orthanc for this module, without authentication."""
-    server, stop = start_orthanc()
-    try:
-        yield server
-    finally:
-        stop()
-
-
-@pytest.fixture
-def orthanc(orthanc_server: OrthancServer) -> OrthancServer:
-    """The module's Orthanc, emptied for this test."""
-    orthanc_server.clear()
-    return orthanc_server
-
-
-@pytest.fixture(scope="module")
 def synthetic_case() -> tuple[Volume, npt.NDArray[np.uint8]]:
     """A synthetic CT (64 x 64 x 16 voxels of 3 x 3 x 4 mm, RAS) and its organ label."""
     image, label, affine = generate_case(np.random.default_rng(7), (64, 64, 16))

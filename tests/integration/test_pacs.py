@@ -5,13 +5,11 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
-import pytest
 import requests
 from monailabel.client import MONAILabelClient
 from pydicom.dataset import Dataset
@@ -29,21 +27,6 @@ from tests.support.weights import write_weights
 
 NAMES = {value: name for name, value in SYNTHETIC_LABELS.items() if value}
 FAST = DicomWebSettings(refresh_interval_s=0.3, timeout_s=20)
-
-
-@pytest.fixture(scope="module")
-def orthanc_server() -> Iterator[OrthancServer]:
-    server, stop = start_orthanc()
-    try:
-        yield server
-    finally:
-        stop()
-
-
-@pytest.fixture
-def orthanc(orthanc_server: OrthancServer) -> OrthancServer:
-    orthanc_server.clear()
-    return orthanc_server
 
 
 def _case(seed: int, patient: str, modality: str = "CT") -> tuple[Volume, np.ndarray, list[Dataset]]:

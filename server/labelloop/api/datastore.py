@@ -192,26 +192,21 @@ def get_label_info(
     return ds.labels.get(label, tag).public_info()
 
 
+LabelQuery = Annotated[str, Query()]
+
+
 @router.put("/label/info", summary="Merge into the current label version's info")
 def put_label_info(
-    ds: DatastoreDep,
-    user: UserDep,
-    label: Annotated[str, Query()],
-    tag: Annotated[str, Query()],
-    info: Annotated[str, Form()],
+    ds: DatastoreDep, user: UserDep, label: LabelQuery, tag: LabelQuery, info: Annotated[str, Form()]
 ) -> None:
     ds.labels.update_info(label, tag, parse_json_object(info, "info"), user)
 
 
 @router.put("/updatelabelinfo", summary="Deprecated: same as PUT /datastore/label/info, field 'params'")
 def update_label_info(
-    ds: DatastoreDep,
-    user: UserDep,
-    label: Annotated[str, Query()],
-    tag: Annotated[str, Query()],
-    params: Annotated[str, Form()],
+    ds: DatastoreDep, user: UserDep, label: LabelQuery, tag: LabelQuery, params: Annotated[str, Form()]
 ) -> None:
-    ds.labels.update_info(label, tag, parse_json_object(params, "params"), user)
+    put_label_info(ds, user, label, tag, params)
 
 
 @router.get("/label/versions", summary="Label history with provenance, newest first")
