@@ -206,7 +206,7 @@ def put_label_info(
 def update_label_info(
     ds: DatastoreDep, user: UserDep, label: LabelQuery, tag: LabelQuery, params: Annotated[str, Form()]
 ) -> None:
-    put_label_info(ds, user, label, tag, params)
+    ds.labels.update_info(label, tag, parse_json_object(params, "params"), user)
 
 
 @router.get("/label/versions", summary="Label history with provenance, newest first")
