@@ -11,7 +11,9 @@ from labelloop.tasks import App
 from .deepedit import DeepEditTask
 from .randomwalk import RandomWalkTask
 from .segmentation import SegmentationTask
+from .strategies import DiverseStrategy, EpistemicStrategy, TTAStrategy
 from .trainers import DeepEditTrainer, SegmentationTrainer
+from .uncertainty import EpistemicScoring, TTAScoring
 
 __version__ = "0.1.0"
 
@@ -41,5 +43,14 @@ def build_app() -> App:
         train_tasks={
             "segmentation": SegmentationTrainer(LABELS),
             "deepedit": DeepEditTrainer(LABELS),
+        },
+        strategies={
+            "epistemic": EpistemicStrategy(),
+            "tta": TTAStrategy(),
+            "diverse": DiverseStrategy(),
+        },
+        scoring={
+            "epistemic": EpistemicScoring(LABELS),
+            "tta": TTAScoring(LABELS),
         },
     )
