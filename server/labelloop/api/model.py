@@ -42,9 +42,11 @@ def versions(services: ServicesDep, model: str) -> list[dict[str, Any]]:
 
 
 @router.post("/{model}/versions/{version}/activate", summary="Serve this version (promote or roll back)")
-def activate(services: ServicesDep, model: str, version: int) -> dict[str, Any]:
+def activate(services: ServicesDep, user: UserDep, model: str, version: int) -> dict[str, Any]:
     _trainable(services, model)
-    return services.registry.activate(model, version).summary()
+    summary = services.registry.activate(model, version).summary()
+    services.jobs.rescore(model, user, cause="activate")
+    return summary
 
 
 @router.get("/{model}", summary="Download the active weights")
@@ -69,6 +71,7 @@ async def put_model(
             except Exception as exc:
                 raise InvalidParamsError(f"The weights do not load into model '{model}': {exc}") from exc
             version = services.registry.publish(model, path, source="upload", user=user, activate=True)
+        services.jobs.rescore(model, user, cause="upload")
         return {
             "checksum": version.checksum,
             "modified_time": int(version.created_at),

@@ -89,9 +89,11 @@ class JobQueue:
         user: str,
         priority: int = 0,
         exclusive: bool = False,
+        exclusive_per_name: bool = False,
         resume_from: str | None = None,
     ) -> Job:
-        """Queue a job. With ``exclusive``, refuse if a job of this kind is queued or running.
+        """Queue a job. With ``exclusive``, refuse if a job of this kind (with
+        ``exclusive_per_name``: of this kind and name) is queued or running.
 
         The check and the insert are one transaction, so two requests at once cannot both pass
         (MONAI Label's race, its bug 4).
@@ -100,11 +102,13 @@ class JobQueue:
         with self._db.write() as conn:
             self._db.lock(conn, f"jobs:{kind.value}")
             if exclusive:
-                busy = conn.execute(
-                    select(jobs.c.id).where(jobs.c.kind == kind.value, jobs.c.status.in_(_ACTIVE)).limit(1)
-                ).first()
+                same = [jobs.c.kind == kind.value, jobs.c.status.in_(_ACTIVE)]
+                if exclusive_per_name:
+                    same.append(jobs.c.name == name)
+                busy = conn.execute(select(jobs.c.id).where(*same).limit(1)).first()
                 if busy is not None:
-                    raise AlreadyRunningError(f"++++++++++ {kind.value.capitalize()} Task is Already Running")
+                    what = f"{kind.value.capitalize()} Task" + (f" '{name}'" if exclusive_per_name else "")
+                    raise AlreadyRunningError(f"++++++++++ {what} is Already Running")
             conn.execute(
                 insert(jobs).values(
                     id=job_id,

@@ -12,6 +12,7 @@ from labelloop.datastore import DEFAULT_TAG, Datastore
 from labelloop.errors import InvalidParamsError, ModelNotFoundError
 from labelloop.jobs.queue import JobQueue
 from labelloop.jobs.records import Job, JobKind, JobStatus
+from labelloop.jobs.rescore import queue_rescoring
 from labelloop.jobs.scoring import SCORING_METHODS
 from labelloop.settings import JobSettings
 from labelloop.tasks import App
@@ -20,7 +21,8 @@ __all__ = ["JobService"]
 
 logger = logging.getLogger(__name__)
 
-_PRIORITY = {JobKind.TRAIN: 0, JobKind.BATCH_INFER: 0, JobKind.SCORING: -10}
+#: What people ask for runs before the rescoring a new model version queues by itself.
+_PRIORITY = {JobKind.TRAIN: 0, JobKind.BATCH_INFER: 0, JobKind.SCORING: 0}
 
 
 class JobService:
@@ -115,6 +117,8 @@ class JobService:
     def submit_scoring(
         self, method: str, params: Mapping[str, Any], user: str, *, exclusive: bool = True
     ) -> Job:
+        """Queue ``method`` (429 while that method is queued or running; other methods, such as
+        the rescoring a new model version queues by itself, do not block it)."""
         if method not in SCORING_METHODS and method not in self.app.scoring:
             raise ModelNotFoundError(f"Scoring method '{method}' not found; /info/ lists them")
         return self.queue.submit(
@@ -125,7 +129,12 @@ class JobService:
             user=user,
             priority=_PRIORITY[JobKind.SCORING],
             exclusive=exclusive,
+            exclusive_per_name=True,
         )
+
+    def rescore(self, model: str, user: str, cause: str) -> list[Job]:
+        """Queue the app's scoring methods that read ``model`` after its active version changed."""
+        return queue_rescoring(self.queue, self.app, model, user, cause)
 
     def submit_batch_infer(
         self, model: str, images: str, params: Mapping[str, Any], user: str, known_models: list[str]

@@ -15,7 +15,8 @@ from labelloop.datastore import DEFAULT_TAG, Datastore
 from labelloop.imaging import read_volume
 from labelloop.inference import resolve_device
 from labelloop.jobs.queue import JobQueue
-from labelloop.jobs.records import Job, JobKind
+from labelloop.jobs.records import Job
+from labelloop.jobs.rescore import queue_rescoring
 from labelloop.registry import ModelVersion, Registry
 from labelloop.settings import JobSettings
 from labelloop.tasks import App, InferRequest, InferTask, TrainItem, TrainTask, split_items
@@ -209,16 +210,7 @@ def run_training(
     )
     if promote:
         # Scores from the previous version are stale now: rescore, below interactive work.
-        for name, method in app.scoring.items():
-            if method.spec.model == trainer.model:
-                queue.submit(
-                    JobKind.SCORING,
-                    name,
-                    request={"method": name, "after": job.id},
-                    config={},
-                    user=job.created_by,
-                    priority=-10,
-                )
+        queue_rescoring(queue, app, trainer.model, job.created_by, cause=job.id)
     outcome = "promoted" if promote else "not promoted"
     ctx.log(f"model {trainer.model} version {version.version}: {outcome} ({why})")
     queue.report(job.id, progress=stats, metrics=metrics)

@@ -68,6 +68,16 @@ def test_enqueue_allows_queueing_behind_a_running_job(queue: JobQueue) -> None:
     assert [j.id for j in queue.active(JobKind.TRAIN)] == [first.id, second.id]
 
 
+def test_exclusive_per_name_refuses_only_the_same_name(queue: JobQueue) -> None:
+    make_job(queue, JobKind.SCORING, "epistemic", priority=-10)
+    dice = make_job(queue, JobKind.SCORING, "dice", exclusive=True, exclusive_per_name=True)
+    with pytest.raises(AlreadyRunningError, match="'dice'"):
+        make_job(queue, JobKind.SCORING, "dice", exclusive=True, exclusive_per_name=True)
+    with pytest.raises(AlreadyRunningError):
+        make_job(queue, JobKind.SCORING, "tta", exclusive=True)  # per kind: anything active refuses
+    assert [j.name for j in queue.active(JobKind.SCORING)] == ["epistemic", dice.name]
+
+
 def test_claim_takes_priority_then_age(queue: JobQueue) -> None:
     low = make_job(queue, JobKind.SCORING, "dice", priority=-10)
     old = make_job(queue, JobKind.TRAIN)
