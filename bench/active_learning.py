@@ -54,10 +54,11 @@ if __package__ in (None, ""):  # run as ``python bench/active_learning.py``
 
 from apps.radiology import LABELS  # noqa: E402
 from apps.radiology.config import NetworkConfig  # noqa: E402
+from apps.radiology.datasets import LoadCased  # noqa: E402
+from apps.radiology.metrics import dice_per_case  # noqa: E402
 from apps.radiology.networks import load_weights, unet  # noqa: E402
 from apps.radiology.segmentation import sliding_window_logits  # noqa: E402
 from apps.radiology.strategies import DiverseStrategy, EpistemicStrategy, TTAStrategy  # noqa: E402
-from apps.radiology.trainer import LoadCased, dice_per_case  # noqa: E402
 from apps.radiology.trainers import SegmentationTrainer  # noqa: E402
 from apps.radiology.uncertainty import EpistemicScoring, TTAScoring  # noqa: E402
 

@@ -26,6 +26,7 @@ from labelloop.tasks import TrainContext, TrainItem, TrainResult
 from .clicks import GuidanceInputs, ImageInputs
 from .config import NETWORK, NetworkConfig
 from .datasets import LoadCased, cached_count, datasets, shard
+from .metrics import dice_per_case
 from .networks import load_weights, unet
 from .segmentation import sliding_window_logits
 
@@ -40,7 +41,6 @@ __all__ = [
     "RankOutcome",
     "TrainJob",
     "cached_count",
-    "dice_per_case",
     "run_rank",
     "state_digest",
 ]
@@ -96,26 +96,6 @@ class RankOutcome:
 
 
 # ---------------------------------------------------------------- metrics and stats
-
-
-def dice_per_case(prediction: Any, truth: Any, n_labels: int) -> list[float | None]:
-    """Mean foreground Dice of each case of ``(B, X, Y, Z)`` integer label maps.
-
-    MONAI's Dice per label, background excluded; a label absent from both prediction and truth
-    is left out of the mean (absent from one of them, it scores 0). ``None`` for a case where
-    every foreground label is absent from both.
-    """
-    import torch
-    from monai.metrics import compute_dice
-    from monai.networks.utils import one_hot
-
-    pred = one_hot(prediction[:, None].long(), num_classes=n_labels, dim=1)
-    true = one_hot(truth[:, None].long(), num_classes=n_labels, dim=1)
-    scores = compute_dice(pred, true, include_background=False, ignore_empty=False)
-    spatial = tuple(range(2, pred.ndim))
-    absent = (pred[:, 1:].sum(dim=spatial) == 0) & (true[:, 1:].sum(dim=spatial) == 0)
-    means = torch.nanmean(torch.where(absent, torch.nan, scores.float()), dim=1)
-    return [None if math.isnan(v) else float(v) for v in means.tolist()]
 
 
 @dataclass
