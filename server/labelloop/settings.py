@@ -91,6 +91,12 @@ class JobSettings(BaseModel):
     promotion: Literal["always", "if_better", "manual"] = Field(
         "if_better", description="When a finished training run becomes the active model version"
     )
+    nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness added to job processes, so interactive inference in the server wins the CPU",
+    )
 
 
 class ActiveLearningSettings(BaseModel):

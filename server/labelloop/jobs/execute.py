@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import traceback
@@ -43,6 +44,13 @@ def _progress(queue: JobQueue, job: Job) -> Any:
     return report
 
 
+def _step_back(nice: int) -> int | None:
+    """Lower this process's CPU priority by ``nice``; its niceness now (``None`` where unsupported)."""
+    if not hasattr(os, "nice"):
+        return None
+    return os.nice(nice)
+
+
 def execute_job(
     job_id: str,
     *,
@@ -56,6 +64,8 @@ def execute_job(
 ) -> int:
     """Run job ``job_id`` (already claimed by a worker) to a final status; returns the exit code."""
     job = queue.get(job_id)
+    niceness = _step_back(settings.nice)
+    queue.report(job.id, lines=[f"{job.kind.value} {job.name}: process {os.getpid()}, niceness {niceness}"])
     stop = threading.Event()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
