@@ -68,6 +68,7 @@ bench: venv sample-data
 	$(BIN)/python bench/infer.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/active_learning.py
+	$(BIN)/python bench/contention.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

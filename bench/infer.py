@@ -22,7 +22,8 @@ For each image the benchmark measures
    ``sliding_window_logits`` + ``argmax`` alone on that prepared tensor (median after a warm-up);
 2. **image load**, in this process: ``read_volume`` of the uploaded file + ``normalise`` (median);
 3. **end to end** against ``labelloop serve`` in a child process (fresh data dir,
-   ``LABELLOOP_INFERENCE__WARMUP=false``: the weights are published after start-up anyway), with
+   ``LABELLOOP_INFERENCE__WARMUP=false``: the weights are published after start-up anyway; no job
+   workers, so the rescoring that publishing queues does not run beside the measurements), with
    ``POST /infer/segmentation?image=ID`` and the multipart params Slicer sends
    (``result_extension=.nrrd``, ``result_dtype=uint8``), timed on the client from sending the
    request to having read the whole response:
@@ -565,7 +566,12 @@ def run(repeats: int, skip_real: bool, threads: int | None) -> int:
 
     interrupt_on_sigterm()
     device = resolve_device("auto")
-    server_env = {"LABELLOOP_INFERENCE__WARMUP": "false", "LABELLOOP_INFERENCE__DEVICE": str(device)}
+    # No job workers: publishing the weights would queue rescoring jobs that compete for the CPU.
+    server_env = {
+        "LABELLOOP_INFERENCE__WARMUP": "false",
+        "LABELLOOP_INFERENCE__DEVICE": str(device),
+        "LABELLOOP_JOBS__WORKERS": "0",
+    }
     if threads is not None:  # the same count on both sides: here directly, in the server through OpenMP
         torch.set_num_threads(threads)
         server_env["OMP_NUM_THREADS"] = str(threads)

@@ -14,8 +14,8 @@ load hits every side alike) runs three 1-epoch trainings:
 
 1. **job**, through the jobs system: ``labelloop serve`` in a child process (fresh start on the
    same data dir, one worker process, ``LABELLOOP_JOBS__POLL_INTERVAL_S=0.1``, autotrain off,
-   promotion ``manual`` so that no scoring jobs are queued behind the run, inference warm-up
-   off). The cohort (images, final labels) and an *active* model version (the app's UNet,
+   promotion ``manual`` and rescoring off so that no scoring jobs are queued around the run,
+   inference warm-up off). The cohort (images, final labels) and an *active* model version (the app's UNet,
    random weights, seed 0) are uploaded over HTTP once, so that the job evaluates the new
    and the active version as a retraining run does. Then ``POST /train/segmentation`` with
    ``max_epochs=1`` and ``GET /train/{id}`` every 50 ms until the first iteration shows in
@@ -126,6 +126,7 @@ SERVER_ENV = {
     "LABELLOOP_JOBS__POLL_INTERVAL_S": "0.1",
     "LABELLOOP_JOBS__AUTOTRAIN_AFTER": "0",
     "LABELLOOP_JOBS__PROMOTION": "manual",
+    "LABELLOOP_JOBS__RESCORE": "false",
     "LABELLOOP_INFERENCE__WARMUP": "false",
     "LABELLOOP_INFERENCE__DEVICE": "cpu",
 }

@@ -183,7 +183,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     services = build_services(settings)
     jobs_dir = settings.data_dir / "jobs"
     worker = Worker(
-        JobQueue(services.datastore.db), SubprocessRunner(settings_file, jobs_dir), settings.jobs, jobs_dir
+        JobQueue(services.datastore.db),
+        SubprocessRunner(settings_file, jobs_dir, settings.jobs.nice),
+        settings.jobs,
+        jobs_dir,
     )
     worker.install_signal_handlers()
     worker.run_forever()

@@ -91,6 +91,10 @@ class JobSettings(BaseModel):
     promotion: Literal["always", "if_better", "manual"] = Field(
         "if_better", description="When a finished training run becomes the active model version"
     )
+    rescore: bool = Field(
+        True,
+        description="Rescore with the app's scoring methods when a model's active version changes",
+    )
     nice: int = Field(
         10,
         ge=0,

@@ -120,3 +120,21 @@ def test_epistemic_scores_incrementally_and_hands_out_the_known_uncertain_image(
     back = _automatic_scores(server)
     assert back["model_version"] == version and set(UPLOADED) <= set(back)
     assert back["focus"] == first["focus"], "seeded scoring: the same weights give the same score"
+
+
+def test_a_new_active_version_queues_rescoring_once_unless_turned_off(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    weights = constructed_weights(tmp_path / "w.pt", "dropout")
+    server = make_server(jobs=JobSettings(workers=0))  # nothing runs: we see what was queued
+    first = _publish(server, weights)
+    _publish(server, weights)  # the queued jobs will read the newest version: no second set
+    r = requests.post(f"{server.url}/model/segmentation/versions/{first}/activate", timeout=30)
+    assert r.status_code == 200, r.text
+    queued = requests.get(f"{server.url}/scoring/", params={"all": "true"}, timeout=10).json()
+    assert sorted(task["name"] for task in queued) == ["epistemic", "tta"]
+    assert all(task["status"] == "SUBMITTED" and task["request"]["after"] == "upload" for task in queued)
+
+    quiet = make_server(jobs=JobSettings(workers=0, rescore=False))
+    _publish(quiet, weights)
+    assert requests.get(f"{quiet.url}/scoring/", params={"all": "true"}, timeout=10).json() == []

@@ -44,11 +44,15 @@ def _progress(queue: JobQueue, job: Job) -> Any:
     return report
 
 
-def _step_back(nice: int) -> int | None:
-    """Lower this process's CPU priority by ``nice``; its niceness now (``None`` where unsupported)."""
-    if not hasattr(os, "nice"):
-        return None
-    return os.nice(nice)
+def _priority() -> str:
+    """This process's CPU priority as the runner set it (``settings.nice``), for the job's log."""
+    parts = [f"niceness {os.nice(0)}"] if hasattr(os, "nice") else []
+    try:
+        group = Path("/proc/self/autogroup").read_text().split()  # "/autogroup-123 nice 10"
+        parts.append(f"scheduling group nice {group[-1]}")
+    except (OSError, IndexError):
+        pass
+    return ", ".join(parts) or "priority unknown"
 
 
 def execute_job(
@@ -64,8 +68,7 @@ def execute_job(
 ) -> int:
     """Run job ``job_id`` (already claimed by a worker) to a final status; returns the exit code."""
     job = queue.get(job_id)
-    niceness = _step_back(settings.nice)
-    queue.report(job.id, lines=[f"{job.kind.value} {job.name}: process {os.getpid()}, niceness {niceness}"])
+    queue.report(job.id, lines=[f"{job.kind.value} {job.name}: process {os.getpid()}, {_priority()}"])
     stop = threading.Event()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

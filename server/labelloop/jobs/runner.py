@@ -17,7 +17,7 @@ from typing import IO, Protocol
 
 from labelloop.jobs.records import Job
 
-__all__ = ["RunHandle", "Runner", "SubprocessRunner", "die_with_parent"]
+__all__ = ["RunHandle", "Runner", "SubprocessRunner", "die_with_parent", "step_back"]
 
 
 class RunHandle(Protocol):
@@ -53,6 +53,25 @@ def die_with_parent() -> None:
             pass
 
 
+def step_back(nice: int) -> None:
+    """Lower this process's CPU priority by ``nice`` (Unix; nothing elsewhere).
+
+    A job process leads its own session (``start_new_session``). On Linux with autogroup
+    scheduling every session is a scheduling group of its own, and groups share the CPU equally
+    whatever their processes' niceness: so the group is niced too (``/proc/self/autogroup``),
+    which only a session leader does (it would renice a caller's whole terminal otherwise).
+    """
+    if nice <= 0 or not hasattr(os, "nice"):
+        return
+    niceness = os.nice(nice)
+    if os.getsid(0) == os.getpid():
+        try:
+            with open("/proc/self/autogroup", "w") as f:
+                f.write(str(niceness))
+        except OSError:
+            pass  # no autogroup scheduling here: the process's niceness is what counts
+
+
 class _ProcessHandle:
     def __init__(self, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
         self._process = process
@@ -82,11 +101,21 @@ class _ProcessHandle:
 
 
 class SubprocessRunner:
-    """Runs ``labelloop run-job ID`` in a new process group, its output in ``<data>/jobs/<id>/job.log``."""
+    """Runs ``labelloop run-job ID`` in a new session, its output in ``<data>/jobs/<id>/job.log``.
 
-    def __init__(self, settings_file: Path, jobs_dir: Path) -> None:
+    The process is niced by ``nice`` from its first instruction (imports included), so the
+    server's interactive inference gets the CPU first, and dies with the worker.
+    """
+
+    def __init__(self, settings_file: Path, jobs_dir: Path, nice: int = 0) -> None:
         self.settings_file = settings_file
         self.jobs_dir = jobs_dir
+        self.nice = nice
+
+    def _child_setup(self) -> None:
+        """Runs in the child between fork and exec, after ``setsid`` (the worker forks from one thread)."""
+        die_with_parent()
+        step_back(self.nice)
 
     def start(self, job: Job) -> RunHandle:
         folder = self.jobs_dir / job.id
@@ -106,6 +135,6 @@ class SubprocessRunner:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only sets the death signal
+            preexec_fn=self._child_setup,  # noqa: PLW1509 - sets the death signal and niceness
         )
         return _ProcessHandle(process, log)

@@ -133,7 +133,10 @@ class JobService:
         )
 
     def rescore(self, model: str, user: str, cause: str) -> list[Job]:
-        """Queue the app's scoring methods that read ``model`` after its active version changed."""
+        """Queue the app's scoring methods that read ``model`` after its active version changed
+        (nothing when ``settings.rescore`` is off)."""
+        if not self.settings.rescore:
+            return []
         return queue_rescoring(self.queue, self.app, model, user, cause)
 
     def submit_batch_infer(

@@ -208,7 +208,7 @@ def run_training(
         train_stats=stats,
         duration_s=time.monotonic() - started,
     )
-    if promote:
+    if promote and settings.rescore:
         # Scores from the previous version are stale now: rescore, below interactive work.
         queue_rescoring(queue, app, trainer.model, job.created_by, cause=job.id)
     outcome = "promoted" if promote else "not promoted"
