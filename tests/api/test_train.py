@@ -330,8 +330,9 @@ def test_batch_infer_and_dice_scoring_run_as_jobs(make_server: ServerFactory, tm
     assert task["status"] == "DONE"
     # Jobs run niced below the server (which has this test process's niceness), so interactive
     # inference wins the CPU.
-    assert f"niceness {min(19, os.nice(0) + 10)}" in task["details"][0], task["details"]
+    niceness = min(19, os.nice(0) + 10)
+    assert f"niceness {niceness}" in task["details"][0], task["details"]
     if Path("/proc/self/autogroup").exists():  # Linux autogroups: the job's own group is niced too
-        assert "scheduling group nice 10" in task["details"][0], task["details"]
+        assert f"scheduling group nice {niceness}" in task["details"][0], task["details"]
     assert requests.get(f"{server.url}/batch/infer", timeout=10).json()["status"] == "DONE"
     assert json.loads(json.dumps(requests.get(f"{server.url}/info/", timeout=10).json()["scoring"]))["dice"]
