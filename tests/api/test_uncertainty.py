@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from monailabel.client import MONAILabelClient
 
 from labelloop.settings import JobSettings
 from tests.conftest import ServerFactory
@@ -93,11 +94,10 @@ def test_epistemic_scores_incrementally_and_hands_out_the_known_uncertain_image(
     )
     assert f"segmentation v{version}" in ranking[0]["reason"] and "#1" in ranking[0]["reason"]
 
-    handed = requests.post(
-        f"{server.url}/activelearning/epistemic", json={"client_id": "reader-1"}, timeout=30
-    )
-    assert handed.status_code == 200 and handed.json()["id"] == "focus", handed.text
-    assert handed.json()["score"] == first["focus"] and "mutual information" in handed.json()["reason"]
+    # Slicer's way: the MONAI Label client's next_sample, its client_id as the lease holder.
+    handed = MONAILabelClient(server.url, client_id="reader-1").next_sample("epistemic", {})
+    assert handed["id"] == "focus", handed
+    assert handed["score"] == first["focus"] and "mutual information" in handed["reason"]
     other = requests.post(f"{server.url}/activelearning/diverse", json={"client_id": "reader-2"}, timeout=30)
     assert other.status_code == 200 and other.json()["id"] in ("slab", "block"), other.text
 
