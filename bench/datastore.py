@@ -62,9 +62,10 @@ from bench._util import (  # noqa: E402
     serve,
     summarize,
 )
-from labelloop.datastore import Database, sha256_file  # noqa: E402
+from labelloop.datastore import sha256_file  # noqa: E402
 from labelloop.datastore.counters import recount  # noqa: E402
-from labelloop.datastore.schema import images, label_versions, labels  # noqa: E402
+from labelloop.datastore.models import images, label_versions, labels  # noqa: E402
+from labelloop.db import Database  # noqa: E402
 from labelloop.imaging import read_geometry, write_volume  # noqa: E402
 
 SHAPE = (32, 32, 16)

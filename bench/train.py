@@ -99,10 +99,11 @@ from bench._util import (  # noqa: E402
     scratch_dir,
     serve,
 )
-from labelloop.datastore import BlobStore, Database  # noqa: E402
-from labelloop.datastore.schema import workers  # noqa: E402
+from labelloop.datastore import BlobStore  # noqa: E402
+from labelloop.db import Database  # noqa: E402
 from labelloop.imaging import write_volume  # noqa: E402
 from labelloop.jobs import JobQueue  # noqa: E402
+from labelloop.jobs.models import workers  # noqa: E402
 from labelloop.jobs.training import evaluate  # noqa: E402
 from labelloop.registry import Registry  # noqa: E402
 from labelloop.sampledata.synthetic import case_id, generate_case  # noqa: E402

@@ -131,7 +131,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from labelloop.datastore import Database
+    from labelloop.db import Database
 
     settings = _settings(args)
     _configure_logging(settings, to_file=False)

@@ -27,7 +27,8 @@ from labelloop.api import (
     Services,
     install_error_handlers,
 )
-from labelloop.datastore import Database, Datastore, DicomWebSource, ImportReport, PacsLink, validate_id
+from labelloop.datastore import Datastore, DicomWebSource, ImportReport, PacsLink, validate_id
+from labelloop.db import Database
 from labelloop.errors import LabelloopError
 from labelloop.inference import InferenceService
 from labelloop.jobs import JobQueue, JobService, die_with_parent

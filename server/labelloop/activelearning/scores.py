@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select
 
-from labelloop.datastore import Database
-from labelloop.datastore.schema import scores
+from labelloop.activelearning.models import scores
+from labelloop.db import Database
 from labelloop.tasks import Score
 
 __all__ = ["ScoreStore"]

@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, select, update
 
 from labelloop.activelearning.builtin import BUILTIN_STRATEGIES
+from labelloop.activelearning.models import leases
 from labelloop.activelearning.reading import complete_reads
 from labelloop.activelearning.scores import ScoreStore
 from labelloop.datastore import DEFAULT_TAG, Datastore
-from labelloop.datastore.schema import images, labels, leases
 from labelloop.errors import InvalidParamsError, NotFoundError
 from labelloop.settings import ActiveLearningSettings
 from labelloop.tasks import Candidate, Ranked, Strategy, StrategyContext, config_choices
@@ -34,9 +34,12 @@ logger = logging.getLogger(__name__)
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+READ_PREFIX = "read."
+
+
 def reader_tag(holder: str) -> str:
     """The tag a double-reading annotator's labels are saved under: ``read.<holder>``."""
-    return ("read." + _TAG_UNSAFE.sub("_", holder))[:128]
+    return (READ_PREFIX + _TAG_UNSAFE.sub("_", holder))[:128]
 
 
 @dataclass(frozen=True)
@@ -97,35 +100,11 @@ class ActiveLearning:
         ]
 
     def _unfinished(self, conn: Connection) -> dict[str, dict[str, Any]]:
-        """Live images without a final label: id -> info."""
-        final = (
-            select(labels.c.image_id)
-            .where(
-                labels.c.image_id == images.c.id,
-                labels.c.tag == DEFAULT_TAG,
-                labels.c.deleted_at.is_(None),
-                labels.c.head_version > 0,
-            )
-            .exists()
-        )
-        rows = conn.execute(
-            select(images.c.id, images.c.info)
-            .where(images.c.deleted_at.is_(None), ~final)
-            .order_by(images.c.id)
-        ).all()
-        return {r.id: dict(r.info or {}) for r in rows}
+        return self.datastore.images.unfinished_in(conn)
 
     def _reads(self, conn: Connection) -> dict[str, set[str]]:
         """image id -> reader tags it has labels under (double reading)."""
-        rows = conn.execute(
-            select(labels.c.image_id, labels.c.tag).where(
-                labels.c.tag.like("read.%"), labels.c.deleted_at.is_(None), labels.c.head_version > 0
-            )
-        ).all()
-        out: dict[str, set[str]] = {}
-        for r in rows:
-            out.setdefault(r.image_id, set()).add(r.tag)
-        return out
+        return self.datastore.labels.live_tags_in(conn, READ_PREFIX)
 
     def _candidates(
         self, conn: Connection, holder: str | None, now: float

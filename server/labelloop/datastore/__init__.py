@@ -1,7 +1,6 @@
 """The catalogue: images, immutable label versions, sessions; SQLite or PostgreSQL plus blob files."""
 
 from labelloop.datastore.blobs import BlobStore, sha256_file
-from labelloop.datastore.database import Database
 from labelloop.datastore.dicomweb import DicomWebSource, PacsError, SeriesRef
 from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, validate_tag
 from labelloop.datastore.importer import ImportReport, studies_id
@@ -15,7 +14,6 @@ __all__ = [
     "DEFAULT_TAG",
     "ORIGINAL_TAG",
     "BlobStore",
-    "Database",
     "Datastore",
     "DicomWebSource",
     "ImageRecord",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, delete, func, insert, select
 
-from labelloop.datastore.database import Database
-from labelloop.datastore.schema import counters, images, labels
+from labelloop.datastore.models import counters, images, labels
+from labelloop.db import Database
 
 __all__ = ["IMAGES", "label_counter", "bump", "read_counters", "recount"]
 

@@ -10,10 +10,10 @@ from sqlalchemy import Connection, RowMapping, and_, func, insert, select, updat
 
 from labelloop.datastore.blobs import sha256_file
 from labelloop.datastore.counters import IMAGES, bump, label_counter
-from labelloop.datastore.ids import validate_id
+from labelloop.datastore.ids import DEFAULT_TAG, validate_id
 from labelloop.datastore.intake import accept_image
+from labelloop.datastore.models import images, labels
 from labelloop.datastore.records import Context, ImageRecord
-from labelloop.datastore.schema import images, labels
 from labelloop.errors import ConflictError, ImageNotFoundError, InvalidInputError, InvalidParamsError
 from labelloop.imaging import Geometry, read_geometry, strip_extensions
 
@@ -132,6 +132,25 @@ class ImageStore:
                 select(images).where(images.c.deleted_at.is_(None)).order_by(images.c.id)
             ).mappings()
             return [self._record(r) for r in rows]
+
+    def unfinished_in(self, conn: Connection) -> dict[str, dict[str, Any]]:
+        """Live images without a live ``final`` label, by id: id -> info (in ``conn``'s transaction)."""
+        final = (
+            select(labels.c.image_id)
+            .where(
+                labels.c.image_id == images.c.id,
+                labels.c.tag == DEFAULT_TAG,
+                labels.c.deleted_at.is_(None),
+                labels.c.head_version > 0,
+            )
+            .exists()
+        )
+        rows = conn.execute(
+            select(images.c.id, images.c.info)
+            .where(images.c.deleted_at.is_(None), ~final)
+            .order_by(images.c.id)
+        ).all()
+        return {r.id: dict(r.info or {}) for r in rows}
 
     def count(self) -> int:
         with self._ctx.db.read() as conn:

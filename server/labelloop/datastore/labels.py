@@ -12,8 +12,8 @@ from labelloop.datastore.counters import bump, label_counter
 from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, validate_tag
 from labelloop.datastore.images import ImageStore
 from labelloop.datastore.intake import accept_label
+from labelloop.datastore.models import label_versions, labels
 from labelloop.datastore.records import Context, LabelVersion
-from labelloop.datastore.schema import label_versions, labels
 from labelloop.errors import ConflictError, LabelConflictError, LabelNotFoundError
 from labelloop.imaging import read_volume
 from labelloop.imaging.dicomseg import SegAuthor
@@ -299,6 +299,21 @@ class LabelStore:
                 query.order_by(desc(label_versions.c.created_at), desc(label_versions.c.version))
             ).mappings()
             return [self._record(r) for r in rows]
+
+    @staticmethod
+    def live_tags_in(conn: Connection, prefix: str) -> dict[str, set[str]]:
+        """image id -> its live tags that start with ``prefix`` (in ``conn``'s transaction)."""
+        rows = conn.execute(
+            select(labels.c.image_id, labels.c.tag).where(
+                labels.c.tag.like(prefix.replace("%", r"\%").replace("_", r"\_") + "%", escape="\\"),
+                labels.c.deleted_at.is_(None),
+                labels.c.head_version > 0,
+            )
+        ).all()
+        out: dict[str, set[str]] = {}
+        for r in rows:
+            out.setdefault(r.image_id, set()).add(r.tag)
+        return out
 
     def count_saves(self, tag: str, since: float) -> int:
         """How many versions of ``tag`` were saved after ``since`` (epoch seconds)."""

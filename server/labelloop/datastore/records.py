@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from labelloop.datastore.blobs import BlobStore
-from labelloop.datastore.database import Database
+from labelloop.db import Database
 from labelloop.errors import NotFoundError
 from labelloop.imaging import Geometry
 from labelloop.settings import DatastoreSettings

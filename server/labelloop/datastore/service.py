@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from labelloop.datastore.blobs import BlobStore
-from labelloop.datastore.database import Database
 from labelloop.datastore.export import write_dataset_zip
 from labelloop.datastore.images import ImageStore
 from labelloop.datastore.importer import ImportReport, Progress, import_folder
@@ -16,6 +15,7 @@ from labelloop.datastore.pacs import PacsLink, RefreshReport
 from labelloop.datastore.records import Context, RemoteImages
 from labelloop.datastore.sessions import SessionStore
 from labelloop.datastore.views import Views
+from labelloop.db import Database
 from labelloop.settings import DatastoreSettings, SessionSettings
 
 __all__ = ["Datastore"]

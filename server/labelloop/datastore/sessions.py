@@ -13,8 +13,8 @@ from sqlalchemy import RowMapping, delete, insert, select, update
 
 from labelloop.datastore.ids import ID_PATTERN, validate_id
 from labelloop.datastore.intake import accept_image
+from labelloop.datastore.models import sessions
 from labelloop.datastore.records import Context, SessionRecord
-from labelloop.datastore.schema import sessions
 from labelloop.errors import ImageFormatError, InvalidInputError, SessionNotFoundError
 from labelloop.imaging import read_dicom_series, strip_extensions, write_volume
 from labelloop.settings import SessionSettings

@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from labelloop.datastore.counters import IMAGES, read_counters
 from labelloop.datastore.ids import DEFAULT_TAG
+from labelloop.datastore.models import images, label_versions, labels
 from labelloop.datastore.records import Context
-from labelloop.datastore.schema import images, label_versions, labels
 
 __all__ = ["Views"]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, desc, insert, select, update
 
-from labelloop.datastore import Database
-from labelloop.datastore.schema import jobs, workers
+from labelloop.db import Database
 from labelloop.errors import AlreadyRunningError, JobNotFoundError
+from labelloop.jobs.models import jobs, workers
 from labelloop.jobs.records import LOG_TAIL_LINES, Job, JobKind, JobStatus
 
 __all__ = ["JobQueue"]

@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, desc, func, insert, select, update
 
-from labelloop.datastore import BlobStore, Database, validate_id
-from labelloop.datastore.schema import model_versions
+from labelloop.datastore import BlobStore, validate_id
+from labelloop.db import Database
 from labelloop.errors import ModelNotFoundError
+from labelloop.registry.models import model_versions
 
 __all__ = ["ModelVersion", "Registry"]
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from labelloop.datastore import Database, Datastore
+from labelloop.datastore import Datastore
 from labelloop.datastore.counters import read_counters, recount
+from labelloop.db import Database
 from tests.support.volumes import make_image, make_label
 
 

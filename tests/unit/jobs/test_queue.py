@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from labelloop.datastore import Database
-from labelloop.datastore.schema import workers
+from labelloop.db import Database
 from labelloop.errors import AlreadyRunningError
 from labelloop.jobs import Job, JobKind, JobQueue, JobStatus
+from labelloop.jobs.models import workers
 
 
 @pytest.fixture

@@ -2,6 +2,11 @@
 
 ``Database.migrate`` hands over a connection inside its locked transaction; pytest-alembic
 hands over an engine.
+
+Upgrades do not read the tables in code. Autogenerate and pytest-alembic's model check do:
+they compare against ``labelloop.db.metadata``, which holds every package's tables once those
+packages are imported (``labelloop.server`` imports them all). This package imports none of
+them itself, so that ``db`` stays below the services that own the tables.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, Engine, create_engine
 
-from labelloop.datastore.schema import metadata
+from labelloop.db.metadata import metadata
 
 config = context.config
 connectable = config.attributes.get("connection")

@@ -12,11 +12,11 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.expression import Executable
 
-__all__ = ["Database"]
+__all__ = ["MIGRATIONS", "Database"]
 
 logger = logging.getLogger(__name__)
 
-_MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "labelloop_write"
 
 
@@ -85,7 +85,7 @@ class Database:
         from alembic.config import Config
 
         cfg = Config()
-        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.write() as conn:
             if not self.is_sqlite:
                 # One migrator at a time across processes; the lock ends with the transaction.

@@ -18,10 +18,8 @@ from pytest_alembic.tests import (  # noqa: F401  (collected as tests here)
 )
 from sqlalchemy import Engine, create_engine, inspect
 
-import labelloop.datastore
-from labelloop.datastore import Database
-
-MIGRATIONS = Path(labelloop.datastore.__file__).parent / "migrations"
+import labelloop.server  # noqa: F401  (imports every package, so their tables are on the shared metadata)
+from labelloop.db import MIGRATIONS, Database
 
 
 @pytest.fixture

@@ -1,0 +1,132 @@
+"""The datastore's tables: images, labels (the head of each tag), label versions, sessions, counters.
+
+Changes here need an Alembic migration (``labelloop.db``). Times are float epoch seconds (UTC); JSON
+columns hold client-visible info dicts.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from labelloop.db import ID, metadata
+
+__all__ = ["images", "labels", "label_versions", "sessions", "counters"]
+
+images = Table(
+    "images",
+    metadata,
+    Column("id", ID, primary_key=True),
+    # Absolute path for a file registered in place, else a key relative to the data dir.
+    Column("location", Text, nullable=False),
+    Column("owned", Boolean, nullable=False),
+    Column("name", String(160), nullable=False),
+    Column("ext", String(16), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("geometry", JSON, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=True),
+    Column("info", JSON, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("deleted_at", Float, nullable=True),
+    Column("deleted_reason", String(32), nullable=True),
+    CheckConstraint("format IN ('nifti', 'nrrd', 'dicom')", name="format"),
+    CheckConstraint("(deleted_at IS NULL) = (deleted_reason IS NULL)", name="deleted"),
+)
+Index(
+    "ix_images_live",
+    images.c.id,
+    sqlite_where=images.c.deleted_at.is_(None),
+    postgresql_where=images.c.deleted_at.is_(None),
+)
+Index("ix_images_location", images.c.location)
+
+# The head of each (image, tag): which version is the latest.
+labels = Table(
+    "labels",
+    metadata,
+    Column("image_id", ID, ForeignKey("images.id"), primary_key=True),
+    Column("tag", ID, primary_key=True),
+    Column("head_version", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("deleted_at", Float, nullable=True),
+    CheckConstraint("head_version >= 0", name="head_version"),
+)
+Index(
+    "ix_labels_live_tag",
+    labels.c.tag,
+    sqlite_where=labels.c.deleted_at.is_(None),
+    postgresql_where=labels.c.deleted_at.is_(None),
+)
+
+# Immutable label versions: file, checksum and provenance never change; ``info`` collects
+# later annotations (review status, scores) made through the label-info endpoints.
+label_versions = Table(
+    "label_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("image_id", ID, nullable=False),
+    Column("tag", ID, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("location", Text, nullable=False),
+    Column("name", String(160), nullable=False),
+    Column("ext", String(16), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("image_sha256", String(64), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("info", JSON, nullable=False),
+    Column("author", String(128), nullable=False),
+    Column("client_id", String(256), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("parent_version", Integer, nullable=True),
+    Column("model", String(128), nullable=True),
+    Column("model_version", Integer, nullable=True),
+    Column("source", String(16), nullable=False),
+    UniqueConstraint("image_id", "tag", "version", name="uq_label_versions_image_tag_version"),
+    ForeignKeyConstraint(
+        ["image_id", "tag"], ["labels.image_id", "labels.tag"], name="fk_label_versions_labels"
+    ),
+    CheckConstraint("version >= 1", name="version"),
+    CheckConstraint("source IN ('upload', 'import', 'infer')", name="source"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("image_name", String(255), nullable=False),
+    Column("meta", JSON, nullable=False),
+    Column("client_id", String(256), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_access_at", Float, nullable=False),
+    Column("expiry_s", Integer, nullable=False),
+    CheckConstraint("expiry_s > 0", name="expiry"),
+)
+Index("ix_sessions_expires", sessions.c.last_access_at)
+
+# Running totals kept in the same transactions as the rows they count, so stats cost the
+# same with 100 or 100,000 images: "images" (live images) and "labels:<tag>" (live labels).
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(160), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
