@@ -30,11 +30,11 @@ from labelloop.api import (
 from labelloop.datastore import Datastore, DicomWebSource, ImportReport, PacsLink, validate_id
 from labelloop.db import Database
 from labelloop.errors import LabelloopError
-from labelloop.inference import InferenceService
+from labelloop.inference import BundleTask, InferenceService
 from labelloop.jobs import JobQueue, JobService, die_with_parent
 from labelloop.registry import Registry
 from labelloop.settings import Settings
-from labelloop.tasks import App, BundleTask, InferTask, load_app
+from labelloop.tasks import App, InferTask, load_app
 
 __all__ = ["create_app", "build_services", "import_studies", "write_settings_file", "start_workers"]
 
@@ -175,6 +175,17 @@ def create_app(settings: Settings) -> FastAPI:
                         settings.dicomweb.refresh_interval_s,
                         "PACS refresh",
                         lambda: services.datastore.refresh_remote(settings.user),
+                    )
+                )
+            )
+        if settings.activelearning.reads > 1:
+            # A crash between a read's save and its consensus leaves the consensus missing.
+            loops.append(
+                asyncio.create_task(
+                    _every(
+                        settings.sessions.cleanup_interval_s,
+                        "double reading",
+                        services.activelearning.complete_pending_reads,
                     )
                 )
             )

@@ -1,17 +1,23 @@
 """Next sample: strategies over stored scores, leases that keep annotators apart, double reading."""
 
 from labelloop.activelearning.builtin import BUILTIN_STRATEGIES, FirstStrategy, LastStrategy, RandomStrategy
-from labelloop.activelearning.reading import agreement, complete_reads
+from labelloop.activelearning.leases import Lease, LeaseBook
+from labelloop.activelearning.reading import READ_PREFIX, ReadsOutcome, agreement, complete_reads, reader_tag
 from labelloop.activelearning.scores import ScoreStore
-from labelloop.activelearning.service import ActiveLearning, Lease, reader_tag
+from labelloop.activelearning.service import ActiveLearning, Handout, RankEntry
 
 __all__ = [
     "BUILTIN_STRATEGIES",
     "ActiveLearning",
     "FirstStrategy",
+    "Handout",
     "LastStrategy",
     "Lease",
+    "LeaseBook",
+    "READ_PREFIX",
     "RandomStrategy",
+    "RankEntry",
+    "ReadsOutcome",
     "ScoreStore",
     "agreement",
     "complete_reads",

@@ -10,45 +10,64 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection
 
 from labelloop.activelearning.builtin import BUILTIN_STRATEGIES
-from labelloop.activelearning.models import leases
-from labelloop.activelearning.reading import complete_reads
+from labelloop.activelearning.leases import Lease, LeaseBook
+from labelloop.activelearning.reading import READ_PREFIX, ReadsOutcome, complete_reads, reader_tag
 from labelloop.activelearning.scores import ScoreStore
-from labelloop.datastore import DEFAULT_TAG, Datastore
+from labelloop.datastore import DEFAULT_TAG, Datastore, ImageRecord
 from labelloop.errors import InvalidParamsError, NotFoundError
 from labelloop.settings import ActiveLearningSettings
 from labelloop.tasks import Candidate, Ranked, Strategy, StrategyContext, config_choices
 
-__all__ = ["ActiveLearning", "Lease", "reader_tag"]
+__all__ = ["ActiveLearning", "Handout", "RankEntry"]
 
 logger = logging.getLogger(__name__)
 
-_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
+@dataclass(frozen=True)
+class Handout:
+    """The next image for an annotator and the lease that keeps it theirs.
 
-READ_PREFIX = "read."
+    Attributes:
+        image: the image as registered (``info`` as it was before this hand-out was noted in it).
+        path: its file on the server (a PACS series is fetched first).
+        lease: the holder's lease; ``renewed`` when the holder already had it.
+        reason: why the strategy chose it; ``score`` its score, if the strategy has one.
+    """
 
-
-def reader_tag(holder: str) -> str:
-    """The tag a double-reading annotator's labels are saved under: ``read.<holder>``."""
-    return (READ_PREFIX + _TAG_UNSAFE.sub("_", holder))[:128]
+    image: ImageRecord
+    path: Path
+    lease: Lease
+    renewed: bool
+    reason: str
+    score: float | None
 
 
 @dataclass(frozen=True)
-class Lease:
+class RankEntry:
+    """One place in a strategy's ranking.
+
+    Attributes:
+        leased: whether another annotator holds the image now.
+        model_version: the model version of the scores the strategy read, if any.
+        scores: the stored score of each method the strategy reads.
+    """
+
+    rank: int
     image_id: str
-    holder: str
-    strategy: str
-    created_at: float
-    expires_at: float
+    score: float | None
+    model_version: int | None
+    scores: dict[str, float | None]
+    reason: str
+    leased: bool
 
 
 class ActiveLearning:
@@ -64,6 +83,7 @@ class ActiveLearning:
         self.datastore = datastore
         self.db = datastore.db
         self.scores = ScoreStore(self.db, clock)
+        self.leases = LeaseBook(settings.lease_s, clock)
         self.strategies: dict[str, Strategy] = {**BUILTIN_STRATEGIES, **strategies}
         self.settings = settings
         self._clock = clock
@@ -85,20 +105,6 @@ class ActiveLearning:
 
     # ------------------------------------------------------------ candidates
 
-    def _expire(self, conn: Connection, now: float) -> None:
-        conn.execute(
-            update(leases)
-            .where(leases.c.ended_at.is_(None), leases.c.expires_at <= now)
-            .values(ended_at=now, end_reason="expired")
-        )
-
-    def _open_leases(self, conn: Connection) -> list[Lease]:
-        rows = conn.execute(select(leases).where(leases.c.ended_at.is_(None))).mappings()
-        return [
-            Lease(r["image_id"], r["holder"], r["strategy"], float(r["created_at"]), float(r["expires_at"]))
-            for r in rows
-        ]
-
     def _unfinished(self, conn: Connection) -> dict[str, dict[str, Any]]:
         return self.datastore.images.unfinished_in(conn)
 
@@ -112,7 +118,8 @@ class ActiveLearning:
         """``(free candidates for holder, images busy with others)`` with their stored scores."""
         reads = self.settings.reads
         unfinished = self._unfinished(conn)
-        open_leases = self._open_leases(conn)
+        # Leases past their time count as ended even where nothing has marked them yet (a read).
+        open_leases = [lease for lease in self.leases.open_in(conn) if lease.expires_at > now]
         done_reads = self._reads(conn) if reads > 1 else {}
         scores = self.scores.all()
         holders: dict[str, set[str]] = {}
@@ -133,8 +140,8 @@ class ActiveLearning:
 
     # ------------------------------------------------------------ next sample
 
-    def next_sample(self, strategy_name: str, params: Mapping[str, Any], user: str) -> dict[str, Any]:
-        """Lease the next image to the caller (``client_id``, else the user); ``{}`` when none is left."""
+    def next_sample(self, strategy_name: str, params: Mapping[str, Any], user: str) -> Handout | None:
+        """Lease the next image to the caller (``client_id``, else the user); ``None`` when none is left."""
         strategy = self.strategy(strategy_name)
         holder = params.get("client_id") or user
         if not isinstance(holder, str) or not holder or len(holder) > 256:
@@ -143,123 +150,116 @@ class ActiveLearning:
         seed = params.get("seed")
         rng = random.Random(seed if isinstance(seed, int) else None)
         now = self._clock()
-        chosen: Ranked | None = None
-        renewed = False
         with self.db.write() as conn:
             self.db.lock(conn, "leases")
-            self._expire(conn, now)
-            mine = [lease for lease in self._open_leases(conn) if lease.holder == holder]
-            unfinished = self._unfinished(conn)
-            mine = [lease for lease in mine if lease.image_id in unfinished]
-            if mine:
-                lease = mine[0]
-                self._extend(conn, lease.image_id, holder, now)
-                chosen, renewed = Ranked(lease.image_id, None, "your open lease"), True
-            else:
-                free, busy = self._candidates(conn, holder, now)
-                if free:
-                    ranked = strategy.rank(free, StrategyContext(busy=busy, rng=rng), config)
-                    if ranked:
-                        chosen = ranked[0]
-                        conn.execute(
-                            insert(leases).values(
-                                image_id=chosen.image_id,
-                                holder=holder,
-                                strategy=strategy_name,
-                                created_at=now,
-                                expires_at=now + self.settings.lease_s,
-                            )
-                        )
+            chosen = self._lease_in(conn, strategy_name, strategy, config, holder, rng, now)
         if chosen is None:
-            return {}
-        record = self.datastore.images.get(chosen.image_id)
-        before = record.public_info()
+            return None
+        lease, renewed, ranked = chosen
+        record = self.datastore.images.get(lease.image_id)
         if not renewed:
             served = dict(record.info.get("strategy") or {})
             served[strategy_name] = {"ts": int(now), "client_id": holder}
-            self.datastore.images.update_info(chosen.image_id, {"strategy": served}, user)
-        logger.info("%s leased %s to %s (%s)", strategy_name, chosen.image_id, holder, chosen.reason)
-        answer: dict[str, Any] = {
-            **before,
-            "id": record.id,
-            "path": str(self.datastore.images.file(record)),  # a PACS series is fetched first
-            "checksum": record.checksum,
-            "lease": {"holder": holder, "expires_ts": now + self.settings.lease_s, "renewed": renewed},
-            "reason": chosen.reason,
-        }
-        if chosen.score is not None:
-            answer["score"] = chosen.score
-        if strategy_name == "random":
-            answer["weight"] = int(now)
-        return answer
+            self.datastore.images.update_info(lease.image_id, {"strategy": served}, user)
+        logger.info("%s leased %s to %s (%s)", strategy_name, lease.image_id, holder, ranked.reason)
+        path = self.datastore.images.file(record)
+        return Handout(record, path, lease, renewed, ranked.reason, ranked.score)
 
-    def _extend(self, conn: Connection, image_id: str, holder: str, now: float) -> None:
-        conn.execute(
-            update(leases)
-            .where(leases.c.image_id == image_id, leases.c.holder == holder, leases.c.ended_at.is_(None))
-            .values(expires_at=now + self.settings.lease_s)
-        )
+    def _lease_in(
+        self,
+        conn: Connection,
+        strategy_name: str,
+        strategy: Strategy,
+        config: Mapping[str, Any],
+        holder: str,
+        rng: random.Random,
+        now: float,
+    ) -> tuple[Lease, bool, Ranked] | None:
+        """The holder's open lease renewed, else a new lease on the strategy's first free image."""
+        self.leases.expire_in(conn, now)
+        unfinished = self._unfinished(conn)
+        mine = [lease for lease in self.leases.open_in(conn) if lease.holder == holder]
+        mine = [lease for lease in mine if lease.image_id in unfinished]
+        if mine:
+            return (
+                self.leases.extend_in(conn, mine[0], now),
+                True,
+                Ranked(mine[0].image_id, None, "your open lease"),
+            )
+        free, busy = self._candidates(conn, holder, now)
+        ranked = strategy.rank(free, StrategyContext(busy=busy, rng=rng), config) if free else []
+        if not ranked:
+            return None
+        return self.leases.grant_in(conn, ranked[0].image_id, holder, strategy_name, now), False, ranked[0]
 
     # ------------------------------------------------------------ ending leases
 
     def release(self, image_id: str, holder: str) -> None:
         """End ``holder``'s lease on ``image_id`` (``DELETE /activelearning/lease``)."""
-        if self._end(image_id, holder, "released") == 0:
-            raise NotFoundError(f"'{holder}' holds no lease on image '{image_id}'")
-
-    def _end(self, image_id: str, holder: str, reason: str) -> int:
-        now = self._clock()
         with self.db.write() as conn:
-            result = conn.execute(
-                update(leases)
-                .where(leases.c.image_id == image_id, leases.c.holder == holder, leases.c.ended_at.is_(None))
-                .values(ended_at=now, end_reason=reason)
-            )
-            return int(result.rowcount)
+            if not self.leases.end_in(conn, image_id, holder, "released"):
+                raise NotFoundError(f"'{holder}' holds no lease on image '{image_id}'")
 
-    def leases(self) -> list[dict[str, Any]]:
+    def open_leases(self) -> list[Lease]:
         """Open leases (for curators)."""
-        now = self._clock()
         with self.db.write() as conn:
-            self._expire(conn, now)
-            return [
-                {
-                    "image": lease.image_id,
-                    "holder": lease.holder,
-                    "strategy": lease.strategy,
-                    "created_ts": lease.created_at,
-                    "expires_ts": lease.expires_at,
-                }
-                for lease in self._open_leases(conn)
-            ]
+            self.leases.expire_in(conn, self._clock())
+            return self.leases.open_in(conn)
 
-    # ------------------------------------------------------------ label saves
+    # ------------------------------------------------------------ label saves (the label-save workflow)
 
-    def tag_for_save(self, image_id: str, tag: str, holder: str) -> str:
-        """With double reading, a leased annotator's ``final`` label goes to their reader tag."""
+    def save_tag(self, image_id: str, tag: str, holder: str) -> str:
+        """The tag a label save goes under; see ``save_tag_in``."""
+        if self.settings.reads <= 1 or tag != DEFAULT_TAG:
+            return tag  # no lease can change it: spare the transaction
+        with self.db.read() as conn:
+            return self.save_tag_in(conn, image_id, tag, holder)
+
+    def save_tag_in(self, conn: Connection, image_id: str, tag: str, holder: str) -> str:
+        """Double reading's rule: while ``reads`` > 1, a ``final`` label from an annotator who holds a
+        lease on the image is one read, saved under their reader tag (``read.<holder>``); the
+        image's ``final`` label is then the readers' consensus (``complete_reads``). Any other save
+        keeps its tag."""
         if self.settings.reads <= 1 or tag != DEFAULT_TAG:
             return tag
+        return reader_tag(holder) if self.leases.holds_in(conn, image_id, holder) else tag
+
+    @staticmethod
+    def ends_lease(tag: str) -> bool:
+        """Whether saving under ``tag`` finishes the holder's work on the image (a final label or a read)."""
+        return tag == DEFAULT_TAG or ActiveLearning.is_read(tag)
+
+    @staticmethod
+    def is_read(tag: str) -> bool:
+        """Whether ``tag`` holds one reader's label of double reading."""
+        return tag.startswith(READ_PREFIX)
+
+    def end_lease_in(self, conn: Connection, image_id: str, holder: str) -> bool:
+        """End ``holder``'s open lease on ``image_id`` because they saved, in ``conn``'s transaction;
+        False if they held none."""
+        return self.leases.end_in(conn, image_id, holder, "saved")
+
+    def complete_reads(self, image_id: str) -> ReadsOutcome | None:
+        """Store the readers' consensus as the image's final label once all reads are in (double reading);
+        ``None`` when double reading is off."""
+        if self.settings.reads <= 1:
+            return None
+        return complete_reads(self.datastore, image_id, self.settings.reads)
+
+    def complete_pending_reads(self) -> list[str]:
+        """Complete every image whose reads are all in but whose consensus is missing (a crash between a
+        read's save and its consensus leaves one); returns their ids. Housekeeping calls it."""
+        if self.settings.reads <= 1:
+            return []
         with self.db.read() as conn:
-            held = conn.execute(
-                select(func.count()).where(
-                    and_(
-                        leases.c.image_id == image_id, leases.c.holder == holder, leases.c.ended_at.is_(None)
-                    )
-                )
-            ).scalar_one()
-        return reader_tag(holder) if held else tag
+            unfinished = self._unfinished(conn)
+            reads = self._reads(conn)
+        pending = [i for i, tags in reads.items() if i in unfinished and len(tags) >= self.settings.reads]
+        for image_id in pending:
+            complete_reads(self.datastore, image_id, self.settings.reads)
+        return pending
 
-    def after_save(self, image_id: str, tag: str, holder: str) -> dict[str, Any]:
-        """End the holder's lease when their final (or reader) label lands; returns what happened."""
-        if tag != DEFAULT_TAG and not tag.startswith("read."):
-            return {}
-        ended = self._end(image_id, holder, "saved")
-        outcome: dict[str, Any] = {"lease_ended": bool(ended)}
-        if tag.startswith("read.") and self.settings.reads > 1:
-            outcome.update(complete_reads(self.datastore, image_id, self.settings.reads))
-        return outcome
-
-    def ranking(self, strategy_name: str, params: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
+    def ranking(self, strategy_name: str, params: Mapping[str, Any], limit: int) -> list[RankEntry]:
         """The strategy's ranking of every unfinished image, with each one's score and why."""
         strategy = self.strategy(strategy_name)
         config = config_choices(strategy.spec.config, params)
@@ -272,16 +272,16 @@ class ActiveLearning:
         out = []
         for rank, item in enumerate(ranked[:limit], start=1):
             stored = by_id[item.image_id].scores
-            versions = {m: s.model_version for m, s in stored.items() if m in strategy.spec.scores}
+            versions = [s.model_version for m, s in stored.items() if m in strategy.spec.scores]
             out.append(
-                {
-                    "rank": rank,
-                    "image": item.image_id,
-                    "score": item.score,
-                    "model_version": next(iter(versions.values()), None) if versions else None,
-                    "scores": {m: stored[m].value for m in strategy.spec.scores if m in stored},
-                    "reason": item.reason,
-                    "leased": item.image_id in busy_ids,
-                }
+                RankEntry(
+                    rank=rank,
+                    image_id=item.image_id,
+                    score=item.score,
+                    model_version=versions[0] if versions else None,
+                    scores={m: stored[m].value for m in strategy.spec.scores if m in stored},
+                    reason=item.reason,
+                    leased=item.image_id in busy_ids,
+                )
             )
         return out

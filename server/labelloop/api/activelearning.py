@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Body, Query
 
+from labelloop.api import schemas
 from labelloop.api.deps import ServicesDep, UserDep
 from labelloop.datastore import validate_id
 
@@ -18,8 +19,8 @@ router = APIRouter(prefix="/activelearning", tags=["activelearning"])
 
 
 @router.get("/leases", summary="Open leases: who works on which image until when")
-def open_leases(services: ServicesDep) -> list[dict[str, Any]]:
-    return services.activelearning.leases()
+def open_leases(services: ServicesDep) -> list[schemas.LeaseRead]:
+    return [schemas.lease(lease) for lease in services.activelearning.open_leases()]
 
 
 @router.delete("/lease", summary="Give an image back before saving a final label")
@@ -47,17 +48,22 @@ def ranking(
     services: ServicesDep,
     strategy: str,
     limit: Annotated[int, Query(ge=1, le=10000)] = 50,
-) -> list[dict[str, Any]]:
-    return services.activelearning.ranking(strategy, {}, limit)
+) -> list[schemas.RankRead]:
+    return [schemas.rank(entry) for entry in services.activelearning.ranking(strategy, {}, limit)]
 
 
-@router.post("/{strategy}", summary="Lease the next image to annotate ({} when none is left)")
+@router.post(
+    "/{strategy}",
+    summary="Lease the next image to annotate ({} when none is left)",
+    response_model_exclude_unset=True,
+)
 async def next_sample(
     services: ServicesDep,
     user: UserDep,
     strategy: str,
     params: Annotated[dict[str, Any] | None, Body()] = None,
-) -> dict[str, Any]:
-    return await anyio.to_thread.run_sync(
+) -> schemas.NextSampleRead:
+    handout = await anyio.to_thread.run_sync(
         partial(services.activelearning.next_sample, strategy, params or {}, user)
     )
+    return schemas.next_sample(strategy, handout)

@@ -7,10 +7,19 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
 
-from labelloop.api.deps import DatastoreDep, ServicesDep, UserDep, parse_json_object, spooled_upload
+from labelloop.api import schemas
+from labelloop.api.deps import (
+    DatastoreDep,
+    ServicesDep,
+    UserDep,
+    client_provenance,
+    parse_json_object,
+    spooled_upload,
+)
 from labelloop.api.files import download
-from labelloop.datastore import parse_if_match, validate_id, validate_tag
+from labelloop.datastore import LabelFile, parse_if_match, validate_id, validate_tag
 from labelloop.errors import ImageNotFoundError, LabelNotFoundError
+from labelloop.workflows import LabelSave, save_label
 
 __all__ = ["router"]
 
@@ -110,7 +119,11 @@ def put_image_info(
 # ---------------------------------------------------------------- labels
 
 
-@router.put("/label", summary="Save a label as a new version (If-Match: refuse if it changed since)")
+@router.put(
+    "/label",
+    summary="Save a label as a new version (If-Match: refuse if it changed since)",
+    response_model_exclude_unset=True,
+)
 def put_label(
     services: ServicesDep,
     user: UserDep,
@@ -120,35 +133,16 @@ def put_label(
     tag: Annotated[str, Query()] = "",
     params: Annotated[str, Form()] = "{}",
     if_match: Annotated[str | None, Header()] = None,
-) -> dict[str, Any]:
-    ds = services.datastore
+) -> schemas.LabelSavedRead:
     validate_id(image)
     tag = validate_tag(tag)
-    parsed = parse_json_object(params, "params")
-    holder = str(parsed.get("client_id") or user)
-    # With double reading, each reader's final label goes under their own tag.
-    tag = services.activelearning.tag_for_save(image, tag, holder)
-    with spooled_upload(ds, label) as path:
-        version = ds.labels.save(
-            image,
-            tag,
-            path,
-            filename=label.filename,
-            params=parsed,
-            user=user,
-            if_match=parse_if_match(if_match),
-            disposable=True,
-        )
-    outcome = services.activelearning.after_save(image, tag, holder)
-    response.headers["ETag"] = version.etag
-    return {
-        "image": image,
-        "label": image,
-        "tag": tag,
-        "version": version.version,
-        "etag": version.etag,
-        **outcome,
-    }
+    provenance = client_provenance(parse_json_object(params, "params"), user)
+    with spooled_upload(services.datastore, label) as path:
+        file = LabelFile(path, label.filename, disposable=True)
+        request = LabelSave(image, tag, file, provenance, parse_if_match(if_match))
+        saved = save_label(services.datastore, services.activelearning, request)
+    response.headers["ETag"] = saved.version.etag
+    return schemas.label_saved(saved)
 
 
 @router.delete("/label", summary="Delete a label (its versions stay in the history)")
@@ -212,10 +206,10 @@ def update_label_info(
 @router.get("/label/versions", summary="Label history with provenance, newest first")
 def label_versions(
     ds: DatastoreDep, image: Annotated[str, Query()], tag: Annotated[str | None, Query()] = None
-) -> list[dict[str, Any]]:
+) -> list[schemas.LabelVersionRead]:
     if not ds.images.known(image):
         raise ImageNotFoundError(f"Image '{image}' not found")
-    return [v.provenance() for v in ds.labels.versions(image, tag or None)]
+    return [schemas.label_version(v) for v in ds.labels.versions(image, tag or None)]
 
 
 # ---------------------------------------------------------------- export

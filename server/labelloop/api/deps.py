@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, UploadFile
 
 from labelloop.activelearning import ActiveLearning
-from labelloop.datastore import Datastore, PacsLink
+from labelloop.datastore import Datastore, PacsLink, Provenance
 from labelloop.errors import InvalidParamsError
 from labelloop.inference import InferenceService
 from labelloop.jobs import JobService
@@ -26,6 +26,7 @@ __all__ = [
     "ServicesDep",
     "DatastoreDep",
     "UserDep",
+    "client_provenance",
     "parse_json_object",
     "spooled_upload",
     "spooled_uploads",
@@ -81,6 +82,35 @@ def parse_json_object(raw: str | None, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidParamsError(f"'{field}' must be a JSON object, not {type(value).__name__}")
     return value
+
+
+def _model_version(value: Any) -> int | None:
+    """A client's ``model_version`` param: a whole number (or its digits), else unknown."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def client_provenance(params: dict[str, Any], user: str) -> Provenance:
+    """The provenance of a label a client saves, from MONAI Label's ``params`` form field.
+
+    ``client_id`` names the annotator; ``model`` and ``model_version`` (sent by our clients after
+    an inference) say which output the label started from. Anything else is stored as sent.
+    """
+    client_id = params.get("client_id")
+    model = params.get("model")
+    return Provenance(
+        author=user,
+        client_id=str(client_id) if client_id is not None else None,
+        source="upload",
+        model=model if isinstance(model, str) else None,
+        model_version=_model_version(params.get("model_version")),
+        params=params,
+    )
 
 
 @contextmanager

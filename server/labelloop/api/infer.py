@@ -18,7 +18,16 @@ from fastapi.responses import JSONResponse, Response
 
 from labelloop.api.deps import Services, ServicesDep, UserDep, parse_json_object, spooled_upload
 from labelloop.api.files import download
-from labelloop.datastore import ORIGINAL_TAG, read_image, read_label, sha256_file, validate_id, validate_tag
+from labelloop.datastore import (
+    ORIGINAL_TAG,
+    LabelFile,
+    Provenance,
+    read_image,
+    read_label,
+    sha256_file,
+    validate_id,
+    validate_tag,
+)
 from labelloop.errors import FeatureDisabledError, InvalidIdError, InvalidInputError, InvalidParamsError
 from labelloop.imaging import Volume, read_geometry, read_volume, sniff, write_volume
 from labelloop.imaging.dicomseg import SegAuthor
@@ -200,22 +209,24 @@ async def infer(
             body = _result_json(result, labels)
             if parsed.get("save_label") and inputs.image_id is not None:
                 tag = validate_tag(parsed.get("label_tag") or ORIGINAL_TAG)
+                client_id = parsed.get("client_id")
+                provenance = Provenance(
+                    author=user,
+                    client_id=str(client_id) if client_id is not None else None,
+                    source="infer",
+                    model=model,
+                    model_version=result.model_version,
+                    params={
+                        "model": model,
+                        "model_version": result.model_version,
+                        "client_id": client_id,
+                        "params": body,
+                    },
+                )
+                output_file = LabelFile(out_path, f"result{ext}")
                 saved = await anyio.to_thread.run_sync(
                     lambda: services.datastore.labels.save(
-                        inputs.image_id or "",
-                        tag,
-                        out_path,
-                        filename=f"result{ext}",
-                        params={
-                            "model": model,
-                            "model_version": result.model_version,
-                            "client_id": parsed.get("client_id"),
-                            "params": body,
-                        },
-                        user=user,
-                        origin="infer",
-                        model=model,
-                        model_version=result.model_version,
+                        inputs.image_id or "", tag, output_file, provenance
                     )
                 )
                 body["label"] = {"tag": saved.tag, "version": saved.version, "etag": saved.etag}

@@ -8,18 +8,15 @@ import anyio.to_thread
 from fastapi import APIRouter, File, UploadFile
 from fastapi.responses import Response
 
+from labelloop.api import schemas
 from labelloop.api.deps import ServicesDep, UserDep, spooled_upload
 from labelloop.api.files import download
-from labelloop.errors import ConflictError, InvalidParamsError, ModelNotFoundError
+from labelloop.errors import ConflictError, ModelNotFoundError
+from labelloop.workflows import activate_version, publish_upload
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/model", tags=["model"])
-
-
-def _trainable(services: ServicesDep, model: str) -> None:
-    if not services.inference.spec(model).needs_weights:
-        raise ConflictError(f"Model '{model}' takes no weights from the registry")
 
 
 @router.get("/info/{model}", summary="Checksum, time and training stats of the active weights")
@@ -36,17 +33,15 @@ def model_info(services: ServicesDep, model: str) -> dict[str, Any]:
 
 
 @router.get("/{model}/versions", summary="Every version of a model with its metrics, newest first")
-def versions(services: ServicesDep, model: str) -> list[dict[str, Any]]:
+def versions(services: ServicesDep, model: str) -> list[schemas.ModelVersionRead]:
     services.inference.spec(model)
-    return [v.summary() for v in services.registry.versions(model)]
+    return [schemas.model_version(v) for v in services.registry.versions(model)]
 
 
 @router.post("/{model}/versions/{version}/activate", summary="Serve this version (promote or roll back)")
-def activate(services: ServicesDep, user: UserDep, model: str, version: int) -> dict[str, Any]:
-    _trainable(services, model)
-    summary = services.registry.activate(model, version).summary()
-    services.jobs.rescore(model, user, cause="activate")
-    return summary
+def activate(services: ServicesDep, user: UserDep, model: str, version: int) -> schemas.ModelVersionRead:
+    s = services
+    return schemas.model_version(activate_version(s.registry, s.jobs, s.inference, model, version, user))
 
 
 @router.get("/{model}", summary="Download the active weights")
@@ -62,16 +57,12 @@ def get_model(services: ServicesDep, model: str) -> Response:
 async def put_model(
     services: ServicesDep, user: UserDep, model: str, file: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
-    _trainable(services, model)
+    services.inference.spec(model)
 
     def publish() -> dict[str, Any]:
-        with spooled_upload(services.datastore, file) as path:
-            try:
-                services.inference.task(model).load(path, "cpu")
-            except Exception as exc:
-                raise InvalidParamsError(f"The weights do not load into model '{model}': {exc}") from exc
-            version = services.registry.publish(model, path, source="upload", user=user, activate=True)
-        services.jobs.rescore(model, user, cause="upload")
+        s = services
+        with spooled_upload(s.datastore, file) as path:
+            version = publish_upload(s.registry, s.jobs, s.inference, model, path, user)
         return {
             "checksum": version.checksum,
             "modified_time": int(version.created_at),
@@ -83,6 +74,7 @@ async def put_model(
 
 @router.delete("/{model}", summary="Take the active weights out of service (they stay in the history)")
 def delete_model(services: ServicesDep, model: str) -> dict[str, Any]:
-    _trainable(services, model)
+    if not services.inference.spec(model).needs_weights:
+        raise ConflictError(f"Model '{model}' takes no weights from the registry")
     services.registry.retire_active(model)
     return {}

@@ -9,6 +9,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
 
+from labelloop.api import schemas
 from labelloop.api.deps import ServicesDep, UserDep
 from labelloop.errors import NotFoundError
 from labelloop.jobs import Job, JobKind, JobService, JobStatus
@@ -19,6 +20,9 @@ router = APIRouter(tags=["train, scoring, batch inference"])
 
 Params = Annotated[dict[str, Any] | None, Body()]
 
+#: The status routes answer one task object, or a list of them with ``?all=true``.
+_TASKS = schemas.TaskRead | list[schemas.TaskRead]
+
 _TITLE = {JobKind.TRAIN: "Train", JobKind.SCORING: "Scoring", JobKind.BATCH_INFER: "Batch_infer"}
 
 
@@ -28,27 +32,27 @@ def _status(kind: JobKind, services: ServicesDep, all_: bool, check_if_running: 
         job = jobs.running(kind)
         if job is None:
             raise NotFoundError(f"No {_TITLE[kind]} Tasks are currently Running")
-        return job.task_view()
+        return schemas.task_json(job)
     if all_:
-        return [job.task_view() for job in jobs.history(kind)]
+        return [schemas.task_json(job) for job in jobs.history(kind)]
     latest = jobs.latest(kind)
     if latest is None:
         raise NotFoundError(f"No {_TITLE[kind]} Tasks Found")
-    return latest.task_view()
+    return schemas.task_json(latest)
 
 
 async def _stop(kind: JobKind, services: ServicesDep, user: str) -> JSONResponse:
     job = await anyio.to_thread.run_sync(services.jobs.stop, kind, user)
-    return JSONResponse(job.task_view() if job is not None else None)
+    return JSONResponse(schemas.task_json(job) if job is not None else None)
 
 
 async def _finish(services: ServicesDep, job: Job, run_sync: bool) -> Any:
     if not run_sync:
-        return job.task_view()
+        return schemas.task_json(job)
     done = await services.jobs.wait(job.id)
     if done.status == JobStatus.DONE and isinstance(done.result, dict):
         return done.result.get("train_stats", done.result) if done.kind == JobKind.TRAIN else done.result
-    return done.task_view()
+    return schemas.task_json(done)
 
 
 # ---------------------------------------------------------------- train
@@ -74,10 +78,15 @@ async def train(
 @router.post("/train/", summary="Deprecated: queue every trainer (OHIF uses it)")
 async def train_all(services: ServicesDep, user: UserDep, params: Params = None) -> Any:
     jobs = await anyio.to_thread.run_sync(partial(services.jobs.submit_all_trainers, params or {}, user))
-    return {name: {"result": job.task_view(), "detail": None} for name, job in jobs.items()}
+    return {name: {"result": schemas.task_json(job), "detail": None} for name, job in jobs.items()}
 
 
-@router.get("/train/", summary="The newest train task, all of them, or the running one (404 if none)")
+@router.get(
+    "/train/",
+    summary="The newest train task, all of them, or the running one (404 if none)",
+    response_model=_TASKS,
+    response_model_exclude_unset=True,
+)
 def train_status(
     services: ServicesDep,
     all: Annotated[bool, Query()] = False,
@@ -91,12 +100,12 @@ async def train_stop(services: ServicesDep, user: UserDep) -> JSONResponse:
     return await _stop(JobKind.TRAIN, services, user)
 
 
-@router.get("/train/{task_id}", summary="One train task by id (ours)")
-def train_task(services: ServicesDep, task_id: str) -> dict[str, Any]:
+@router.get("/train/{task_id}", summary="One train task by id (ours)", response_model_exclude_unset=True)
+def train_task(services: ServicesDep, task_id: str) -> schemas.TaskRead:
     job = services.jobs.get(task_id)
     if job.kind != JobKind.TRAIN:
         raise NotFoundError(f"Task '{task_id}' is not a train task")
-    return job.task_view()
+    return schemas.task(job)
 
 
 # ---------------------------------------------------------------- scoring
@@ -122,13 +131,18 @@ async def scoring_all(services: ServicesDep, user: UserDep, params: Params = Non
             job = await anyio.to_thread.run_sync(
                 partial(services.jobs.submit_scoring, method, params or {}, user)
             )
-            results[method] = {"result": job.task_view(), "detail": None}
+            results[method] = {"result": schemas.task_json(job), "detail": None}
         except Exception as exc:  # one busy method must not hide the others
             results[method] = {"result": None, "detail": str(exc)}
     return results
 
 
-@router.get("/scoring/", summary="The newest scoring task, all of them, or the running one")
+@router.get(
+    "/scoring/",
+    summary="The newest scoring task, all of them, or the running one",
+    response_model=_TASKS,
+    response_model_exclude_unset=True,
+)
 def scoring_status(
     services: ServicesDep,
     all: Annotated[bool, Query()] = False,
@@ -172,7 +186,12 @@ async def batch_infer(
     return await _finish(services, job, run_sync)
 
 
-@router.get("/batch/infer", summary="The newest batch inference task, all of them, or the running one")
+@router.get(
+    "/batch/infer",
+    summary="The newest batch inference task, all of them, or the running one",
+    response_model=_TASKS,
+    response_model_exclude_unset=True,
+)
 def batch_status(
     services: ServicesDep,
     all: Annotated[bool, Query()] = False,

@@ -1,14 +1,21 @@
 """The catalogue: images, immutable label versions, sessions; SQLite or PostgreSQL plus blob files."""
 
 from labelloop.datastore.blobs import BlobStore, sha256_file
-from labelloop.datastore.dicomweb import DicomWebSource, PacsError, SeriesRef
 from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, validate_tag
-from labelloop.datastore.importer import ImportReport, studies_id
 from labelloop.datastore.intake import read_image, read_label
 from labelloop.datastore.labels import parse_if_match
-from labelloop.datastore.pacs import PacsLink, RefreshReport
-from labelloop.datastore.records import ImageRecord, LabelVersion, SessionRecord
+from labelloop.datastore.records import (
+    ImageRecord,
+    LabelFile,
+    LabelSource,
+    LabelVersion,
+    Provenance,
+    SessionRecord,
+)
 from labelloop.datastore.service import Datastore
+from labelloop.datastore.sources.dicomweb import DicomWebSource, PacsError, SeriesRef
+from labelloop.datastore.sources.folder import ImportReport, studies_id
+from labelloop.datastore.sources.pacs import PacsLink, RefreshReport
 
 __all__ = [
     "DEFAULT_TAG",
@@ -18,9 +25,12 @@ __all__ = [
     "DicomWebSource",
     "ImageRecord",
     "ImportReport",
+    "LabelFile",
+    "LabelSource",
     "LabelVersion",
     "PacsError",
     "PacsLink",
+    "Provenance",
     "RefreshReport",
     "SeriesRef",
     "SessionRecord",

@@ -322,14 +322,16 @@ class ImageStore:
         """Merge ``info`` (plus ``user``) into the image's info."""
         validate_id(image_id)
         with self._ctx.db.write() as conn:
-            record = self.get_in(conn, image_id, lock=True)
-            merged = {**record.info, **_clean_info(info), "user": user}
-            conn.execute(
-                update(images)
-                .where(images.c.id == image_id)
-                .values(info=merged, updated_at=self._ctx.clock())
-            )
-            return self.get_in(conn, image_id)
+            return self.update_info_in(conn, image_id, info, user)
+
+    def update_info_in(self, conn: Connection, image_id: str, info: dict[str, Any], user: str) -> ImageRecord:
+        """``update_info`` in ``conn``'s write transaction."""
+        record = self.get_in(conn, image_id, lock=True)
+        merged = {**record.info, **_clean_info(info), "user": user}
+        conn.execute(
+            update(images).where(images.c.id == image_id).values(info=merged, updated_at=self._ctx.clock())
+        )
+        return self.get_in(conn, image_id)
 
     def delete(self, image_id: str, *, reason: str = "deleted") -> None:
         """Retire an image and its labels. Label versions and files stay for the history."""

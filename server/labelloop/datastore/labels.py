@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, vali
 from labelloop.datastore.images import ImageStore
 from labelloop.datastore.intake import accept_label
 from labelloop.datastore.models import label_versions, labels
-from labelloop.datastore.records import Context, LabelVersion
+from labelloop.datastore.records import Context, ImageRecord, LabelFile, LabelVersion, Provenance
 from labelloop.errors import ConflictError, LabelConflictError, LabelNotFoundError
 from labelloop.imaging import read_volume
 from labelloop.imaging.dicomseg import SegAuthor
@@ -28,14 +29,17 @@ def parse_if_match(header: str | None) -> list[str] | None:
     return [part.strip() for part in header.split(",") if part.strip()]
 
 
-def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
+@dataclass(frozen=True)
+class _Staged:
+    """A label file accepted and stored as a blob, waiting for its row."""
+
+    key: str
+    name: str
+    ext: str
+    sha256: str
+    size: int
+    provenance: Provenance
+    params: dict[str, Any]
 
 
 class LabelStore:
@@ -73,105 +77,124 @@ class LabelStore:
         self,
         image_id: str,
         tag: str | None,
-        source: Path,
+        file: LabelFile,
+        provenance: Provenance,
         *,
-        filename: str | None,
-        params: dict[str, Any],
-        user: str,
         if_match: list[str] | None = None,
-        origin: str = "upload",
-        model: str | None = None,
-        model_version: int | None = None,
-        disposable: bool = False,
+        create_only: bool = False,
         write_back: bool = True,
+        in_transaction: Callable[[Connection, LabelVersion], object] | None = None,
     ) -> LabelVersion:
-        """Store ``source`` as the next version of ``(image_id, tag)``.
+        """Store ``file`` as the next version of ``(image_id, tag)``.
 
         The label must lie on the image's grid. With ``if_match`` (ETags, or ``["*"]``) the save
         succeeds only if the current version is one of them; otherwise ``LabelConflictError``
-        and nothing is stored. ``disposable``: ``source`` is a scratch file the caller no longer
-        needs (it may be moved into place instead of copied). A final label of a PACS image is
-        written back as a DICOM SEG first (``write_back``); if the PACS refuses it, nothing is saved.
+        and nothing is stored; with ``create_only`` it succeeds only if the tag has no live label
+        (``If-None-Match: *``). A final label of a PACS image is written back as a DICOM SEG first
+        (``write_back``); if the PACS refuses it, nothing is saved. ``in_transaction`` runs in the
+        transaction that inserts the version, so a caller's own writes (ending a lease) commit with
+        it or not at all; if it raises, nothing is saved.
         """
         validate_id(image_id)
         tag = validate_tag(tag)
         image = self._images.get(image_id)
-        with accept_label(source, filename, image.geometry, self._ctx.blobs, self._ctx.settings) as accepted:
-            if image.remote and tag == DEFAULT_TAG and write_back and self._ctx.remote is not None:
-                author = SegAuthor(
-                    creator=str(params.get("client_id") or user),
-                    model=params.get("model") if isinstance(params.get("model"), str) else None,
-                    model_version=_int_or_none(params.get("model_version")),
-                )
-                label_array = np.asarray(read_volume(accepted.file).array)
-                params = {**params, **self._ctx.remote.export_label(image.location, label_array, author)}
-            name = f"{image_id}{accepted.ext}"
-            key = self._ctx.blobs.new_key("labels", name)
-            sha256, size = self._ctx.blobs.put(key, accepted.file, move=disposable or accepted.converted)
-        model = model or (params.get("model") if isinstance(params.get("model"), str) else None)
-        if model_version is None:
-            model_version = _int_or_none(params.get("model_version"))
-        client_id = params.get("client_id")
+        staged = self._stage(image, tag, file, provenance, write_back)
         try:
             with self._ctx.db.write() as conn:
-                current = self._images.get_in(conn, image_id)
-                if current.sha256 != image.sha256:
-                    raise ConflictError(f"Image '{image_id}' was replaced while the label was being saved")
-                if model and model_version is None and tag != ORIGINAL_TAG:
-                    model_version = self._started_from(conn, image_id, model)
-                now = self._ctx.clock()
-                conn.execute(
-                    self._ctx.db.insert_ignore(
-                        labels, image_id=image_id, tag=tag, head_version=0, updated_at=now
-                    )
-                )
-                head = (
-                    conn.execute(
-                        select(labels)
-                        .where(labels.c.image_id == image_id, labels.c.tag == tag)
-                        .with_for_update()
-                    )
-                    .mappings()
-                    .one()
-                )
-                head_version = int(head["head_version"])
-                live = head_version > 0 and head["deleted_at"] is None
-                if if_match is not None:
-                    self._check_if_match(conn, image_id, tag, head_version if live else 0, if_match)
-                version = head_version + 1
-                conn.execute(
-                    insert(label_versions).values(
-                        image_id=image_id,
-                        tag=tag,
-                        version=version,
-                        location=key,
-                        name=name,
-                        ext=accepted.ext,
-                        sha256=sha256,
-                        size_bytes=size,
-                        image_sha256=image.sha256,
-                        params=params,
-                        info={},
-                        author=user,
-                        client_id=str(client_id) if client_id is not None else None,
-                        created_at=now,
-                        parent_version=head_version if head_version > 0 else None,
-                        model=model,
-                        model_version=model_version,
-                        source=origin,
-                    )
-                )
-                conn.execute(
-                    update(labels)
-                    .where(labels.c.image_id == image_id, labels.c.tag == tag)
-                    .values(head_version=version, deleted_at=None, updated_at=now)
-                )
-                if not live:
-                    bump(self._ctx.db, conn, label_counter(tag), +1)
-                return self._get_in(conn, image_id, tag, version)
+                version = self._insert_in(conn, image, tag, staged, if_match, create_only)
+                if in_transaction is not None:
+                    in_transaction(conn, version)
+                return version
         except BaseException:
-            self._ctx.blobs.delete(key)
+            self._ctx.blobs.delete(staged.key)
             raise
+
+    def _stage(
+        self, image: ImageRecord, tag: str, file: LabelFile, provenance: Provenance, write_back: bool
+    ) -> _Staged:
+        """Check the file against the image, write a PACS image's final label back, store the blob."""
+        params = dict(provenance.params)
+        with accept_label(
+            file.path, file.filename, image.geometry, self._ctx.blobs, self._ctx.settings
+        ) as accepted:
+            if image.remote and tag == DEFAULT_TAG and write_back and self._ctx.remote is not None:
+                author = SegAuthor(
+                    creator=provenance.holder, model=provenance.model, model_version=provenance.model_version
+                )
+                label_array = np.asarray(read_volume(accepted.file).array)
+                params.update(self._ctx.remote.export_label(image.location, label_array, author))
+            name = f"{image.id}{accepted.ext}"
+            key = self._ctx.blobs.new_key("labels", name)
+            sha256, size = self._ctx.blobs.put(key, accepted.file, move=file.disposable or accepted.converted)
+        return _Staged(key, name, accepted.ext, sha256, size, provenance, params)
+
+    def _insert_in(
+        self,
+        conn: Connection,
+        image: ImageRecord,
+        tag: str,
+        staged: _Staged,
+        if_match: list[str] | None,
+        create_only: bool,
+    ) -> LabelVersion:
+        """Insert the staged file as the next version and move the head to it."""
+        current = self._images.get_in(conn, image.id)
+        if current.sha256 != image.sha256:
+            raise ConflictError(f"Image '{image.id}' was replaced while the label was being saved")
+        provenance = staged.provenance
+        model_version = provenance.model_version
+        if provenance.model and model_version is None and tag != ORIGINAL_TAG:
+            model_version = self._started_from(conn, image.id, provenance.model)
+        now = self._ctx.clock()
+        conn.execute(
+            self._ctx.db.insert_ignore(labels, image_id=image.id, tag=tag, head_version=0, updated_at=now)
+        )
+        head = (
+            conn.execute(
+                select(labels).where(labels.c.image_id == image.id, labels.c.tag == tag).with_for_update()
+            )
+            .mappings()
+            .one()
+        )
+        head_version = int(head["head_version"])
+        live = head_version > 0 and head["deleted_at"] is None
+        if if_match is not None:
+            self._check_if_match(conn, image.id, tag, head_version if live else 0, if_match)
+        if create_only and live:
+            raise LabelConflictError(
+                f"Image '{image.id}' already has a '{tag}' label (version {head_version})"
+            )
+        version = head_version + 1
+        conn.execute(
+            insert(label_versions).values(
+                image_id=image.id,
+                tag=tag,
+                version=version,
+                location=staged.key,
+                name=staged.name,
+                ext=staged.ext,
+                sha256=staged.sha256,
+                size_bytes=staged.size,
+                image_sha256=image.sha256,
+                params=staged.params,
+                info={},
+                author=provenance.author,
+                client_id=provenance.client_id,
+                created_at=now,
+                parent_version=head_version if head_version > 0 else None,
+                model=provenance.model,
+                model_version=model_version,
+                source=provenance.source,
+            )
+        )
+        conn.execute(
+            update(labels)
+            .where(labels.c.image_id == image.id, labels.c.tag == tag)
+            .values(head_version=version, deleted_at=None, updated_at=now)
+        )
+        if not live:
+            bump(self._ctx.db, conn, label_counter(tag), +1)
+        return self._get_in(conn, image.id, tag, version)
 
     def _check_if_match(
         self, conn: Connection, image_id: str, tag: str, head_version: int, tags: list[str]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from labelloop.datastore.blobs import BlobStore
 from labelloop.db import Database
@@ -13,7 +13,17 @@ from labelloop.errors import NotFoundError
 from labelloop.imaging import Geometry
 from labelloop.settings import DatastoreSettings
 
-__all__ = ["ImageRecord", "LabelVersion", "SessionRecord", "Context", "RemoteImages", "REMOTE_PREFIX"]
+__all__ = [
+    "ImageRecord",
+    "LabelFile",
+    "LabelSource",
+    "LabelVersion",
+    "Provenance",
+    "SessionRecord",
+    "Context",
+    "RemoteImages",
+    "REMOTE_PREFIX",
+]
 
 
 class RemoteImages(Protocol):
@@ -90,6 +100,55 @@ class ImageRecord:
         return {**self.info, "ts": int(self.created_at), "name": self.name}
 
 
+#: How a label version came to be: a client saved it, an import registered it, a model wrote it.
+LabelSource = Literal["upload", "import", "infer"]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who saved a label version, how, and from which model output it started.
+
+    Built once where a save enters the server (the HTTP layer, an import, a job), so the
+    datastore never has to guess it from a client's params.
+
+    Attributes:
+        author: the user the server acted for.
+        client_id: the client's name for the annotator (MONAI Label's ``client_id``), if sent.
+        source: ``upload``, ``import`` or ``infer``.
+        model: the model whose output the label started from, if known.
+        model_version: that model's version; with ``model`` but no version, the save looks up the
+            version of the newest output of ``model`` for the image.
+        params: the client's params as sent, stored verbatim with the version (label info).
+    """
+
+    author: str
+    client_id: str | None = None
+    source: LabelSource = "upload"
+    model: str | None = None
+    model_version: int | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def holder(self) -> str:
+        """Who holds leases for this save: the client's annotator name, else the user."""
+        return self.client_id or self.author
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """A label file to save.
+
+    Attributes:
+        path: the file (NIfTI or NRRD, on the image's voxel grid).
+        filename: the client's name for it, whose extension tells the format; ``None``: ``path``'s.
+        disposable: a scratch file the caller no longer needs, which may be moved into place.
+    """
+
+    path: Path
+    filename: str | None = None
+    disposable: bool = False
+
+
 @dataclass(frozen=True)
 class LabelVersion:
     """One immutable version of the label ``(image_id, tag)``."""
@@ -121,28 +180,6 @@ class LabelVersion:
     def public_info(self) -> dict[str, Any]:
         """The label info MONAI Label clients read: save params, later info, ``ts`` and ``name``."""
         return {**self.params, **self.info, "ts": int(self.created_at), "name": self.name}
-
-    def provenance(self) -> dict[str, Any]:
-        """The history entry curators see."""
-        return {
-            "image": self.image_id,
-            "tag": self.tag,
-            "version": self.version,
-            "etag": self.etag,
-            "name": self.name,
-            "sha256": self.sha256,
-            "size_bytes": self.size_bytes,
-            "image_sha256": self.image_sha256,
-            "author": self.author,
-            "client_id": self.client_id,
-            "ts": self.created_at,
-            "parent_version": self.parent_version,
-            "model": self.model,
-            "model_version": self.model_version,
-            "source": self.source,
-            "label_info": self.params.get("label_info"),
-            "info": self.public_info(),
-        }
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from pathlib import Path
 from labelloop.datastore.blobs import BlobStore
 from labelloop.datastore.export import write_dataset_zip
 from labelloop.datastore.images import ImageStore
-from labelloop.datastore.importer import ImportReport, Progress, import_folder
 from labelloop.datastore.labels import LabelStore
-from labelloop.datastore.pacs import PacsLink, RefreshReport
 from labelloop.datastore.records import Context, RemoteImages
 from labelloop.datastore.sessions import SessionStore
+from labelloop.datastore.sources.folder import ImportReport, Progress, import_folder
+from labelloop.datastore.sources.pacs import PacsLink, RefreshReport
 from labelloop.datastore.views import Views
 from labelloop.db import Database
 from labelloop.settings import DatastoreSettings, SessionSettings

@@ -2,7 +2,7 @@
 
 from labelloop.jobs.execute import execute_job
 from labelloop.jobs.queue import JobQueue
-from labelloop.jobs.records import Job, JobKind, JobStatus, format_ts
+from labelloop.jobs.records import Job, JobKind, JobStatus
 from labelloop.jobs.runner import RunHandle, Runner, SubprocessRunner, die_with_parent
 from labelloop.jobs.service import JobService
 from labelloop.jobs.worker import Worker
@@ -19,5 +19,4 @@ __all__ = [
     "Worker",
     "die_with_parent",
     "execute_job",
-    "format_ts",
 ]

@@ -7,7 +7,15 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from labelloop.datastore import DEFAULT_TAG, ORIGINAL_TAG, Datastore, ImageRecord, validate_tag
+from labelloop.datastore import (
+    DEFAULT_TAG,
+    ORIGINAL_TAG,
+    Datastore,
+    ImageRecord,
+    LabelFile,
+    Provenance,
+    validate_tag,
+)
 from labelloop.imaging import Volume, read_volume, write_volume
 from labelloop.inference import ImageSource, InferenceService
 
@@ -55,17 +63,14 @@ def run_batch_infer(
         if params.get("save_label", True):
             with datastore.blobs.scratch(".nii.gz") as path:
                 write_volume(path, result.output.label.astype("uint8"), result.image.geometry.affine)
-                saved = datastore.labels.save(
-                    image_id,
-                    tag,
-                    path,
-                    filename=path.name,
-                    params={"model": model, "model_version": result.model_version, "batch": True},
-                    user=user,
-                    origin="infer",
+                provenance = Provenance(
+                    author=user,
+                    source="infer",
                     model=model,
                     model_version=result.model_version,
+                    params={"model": model, "model_version": result.model_version, "batch": True},
                 )
+                saved = datastore.labels.save(image_id, tag, LabelFile(path), provenance)
             entry["label"] = image_id
             entry["version"] = saved.version
         results[image_id] = entry

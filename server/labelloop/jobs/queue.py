@@ -98,39 +98,67 @@ class JobQueue:
         The check and the insert are one transaction, so two requests at once cannot both pass
         (MONAI Label's race, its bug 4).
         """
-        job_id = str(uuid.uuid4())
         with self._db.write() as conn:
-            self._db.lock(conn, f"jobs:{kind.value}")
-            if exclusive:
-                same = [jobs.c.kind == kind.value, jobs.c.status.in_(_ACTIVE)]
-                if exclusive_per_name:
-                    same.append(jobs.c.name == name)
-                busy = conn.execute(select(jobs.c.id).where(*same).limit(1)).first()
-                if busy is not None:
-                    what = f"{kind.value.capitalize()} Task" + (f" '{name}'" if exclusive_per_name else "")
-                    raise AlreadyRunningError(f"++++++++++ {what} is Already Running")
-            conn.execute(
-                insert(jobs).values(
-                    id=job_id,
-                    kind=kind.value,
-                    name=name,
-                    request=request,
-                    config=config,
-                    status=JobStatus.SUBMITTED.value,
-                    priority=priority,
-                    progress={},
-                    metrics={},
-                    result=None,
-                    log_tail=[],
-                    cancel_requested=False,
-                    created_by=user,
-                    created_at=self._clock(),
-                    resume_from=resume_from,
-                )
+            job = self.submit_in(
+                conn,
+                kind,
+                name,
+                request=request,
+                config=config,
+                user=user,
+                priority=priority,
+                exclusive=exclusive,
+                exclusive_per_name=exclusive_per_name,
+                resume_from=resume_from,
             )
-            job = self._get_in(conn, job_id)
-        logger.info("job %s queued: %s %s", job_id, kind.value, name)
+        logger.info("job %s queued: %s %s", job.id, kind.value, name)
         return job
+
+    def submit_in(
+        self,
+        conn: Connection,
+        kind: JobKind,
+        name: str,
+        *,
+        request: dict[str, Any],
+        config: dict[str, Any],
+        user: str,
+        priority: int = 0,
+        exclusive: bool = False,
+        exclusive_per_name: bool = False,
+        resume_from: str | None = None,
+    ) -> Job:
+        """``submit`` in ``conn``'s write transaction (the job exists once that commits)."""
+        job_id = str(uuid.uuid4())
+        self._db.lock(conn, f"jobs:{kind.value}")
+        if exclusive:
+            same = [jobs.c.kind == kind.value, jobs.c.status.in_(_ACTIVE)]
+            if exclusive_per_name:
+                same.append(jobs.c.name == name)
+            busy = conn.execute(select(jobs.c.id).where(*same).limit(1)).first()
+            if busy is not None:
+                what = f"{kind.value.capitalize()} Task" + (f" '{name}'" if exclusive_per_name else "")
+                raise AlreadyRunningError(f"++++++++++ {what} is Already Running")
+        conn.execute(
+            insert(jobs).values(
+                id=job_id,
+                kind=kind.value,
+                name=name,
+                request=request,
+                config=config,
+                status=JobStatus.SUBMITTED.value,
+                priority=priority,
+                progress={},
+                metrics={},
+                result=None,
+                log_tail=[],
+                cancel_requested=False,
+                created_by=user,
+                created_at=self._clock(),
+                resume_from=resume_from,
+            )
+        )
+        return self._get_in(conn, job_id)
 
     def get(self, job_id: str) -> Job:
         with self._db.read() as conn:
@@ -150,12 +178,16 @@ class JobQueue:
     def active(self, kind: JobKind) -> list[Job]:
         """Queued and running jobs of ``kind``, oldest first."""
         with self._db.read() as conn:
-            rows = conn.execute(
-                select(jobs)
-                .where(jobs.c.kind == kind.value, jobs.c.status.in_(_ACTIVE))
-                .order_by(jobs.c.created_at)
-            ).mappings()
-            return [self._record(r) for r in rows]
+            return self.active_in(conn, kind)
+
+    def active_in(self, conn: Connection, kind: JobKind) -> list[Job]:
+        """``active`` in ``conn``'s transaction."""
+        rows = conn.execute(
+            select(jobs)
+            .where(jobs.c.kind == kind.value, jobs.c.status.in_(_ACTIVE))
+            .order_by(jobs.c.created_at)
+        ).mappings()
+        return [self._record(r) for r in rows]
 
     # ------------------------------------------------------------ workers
 

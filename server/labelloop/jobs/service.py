@@ -8,14 +8,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import Connection
+
 from labelloop.datastore import DEFAULT_TAG, Datastore
 from labelloop.errors import InvalidParamsError, ModelNotFoundError
 from labelloop.jobs.queue import JobQueue
 from labelloop.jobs.records import Job, JobKind, JobStatus
-from labelloop.jobs.rescore import queue_rescoring
+from labelloop.jobs.rescore import queue_rescoring_in
 from labelloop.jobs.scoring import SCORING_METHODS
 from labelloop.settings import JobSettings
-from labelloop.tasks import App
+from labelloop.tasks import App, validate_options
 
 __all__ = ["JobService"]
 
@@ -72,11 +74,12 @@ class JobService:
     # ------------------------------------------------------------ submitting
 
     def _config(self, trainer: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The run's options validated into the trainer's config model, as stored with the job."""
         task = self.app.train_tasks.get(trainer)
         if task is None:
             raise ModelNotFoundError(f"Trainer '{trainer}' not found; /info/ lists the trainers")
-        validate = getattr(task, "validate_config", None)
-        return dict(validate(params)) if callable(validate) else dict(params)
+        config: dict[str, Any] = validate_options(task.config_model, params).model_dump(mode="json")
+        return config
 
     def submit_train(
         self, trainer: str, params: Mapping[str, Any], user: str, *, enqueue: bool = False
@@ -132,12 +135,12 @@ class JobService:
             exclusive_per_name=True,
         )
 
-    def rescore(self, model: str, user: str, cause: str) -> list[Job]:
-        """Queue the app's scoring methods that read ``model`` after its active version changed
-        (nothing when ``settings.rescore`` is off)."""
+    def rescore_in(self, conn: Connection, model: str, user: str, cause: str) -> list[Job]:
+        """Queue the app's scoring methods that read ``model`` after its active version changed, in
+        ``conn``'s write transaction (nothing when ``settings.rescore`` is off)."""
         if not self.settings.rescore:
             return []
-        return queue_rescoring(self.queue, self.app, model, user, cause)
+        return queue_rescoring_in(conn, self.queue, self.app, model, user, cause)
 
     def submit_batch_infer(
         self, model: str, images: str, params: Mapping[str, Any], user: str, known_models: list[str]

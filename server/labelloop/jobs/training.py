@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Connection
 
 from labelloop.datastore import DEFAULT_TAG, Datastore
 from labelloop.imaging import read_volume
 from labelloop.inference import resolve_device
 from labelloop.jobs.queue import JobQueue
 from labelloop.jobs.records import Job
-from labelloop.jobs.rescore import queue_rescoring
-from labelloop.registry import ModelVersion, Registry
+from labelloop.jobs.rescore import queue_rescoring_in
+from labelloop.registry import ModelVersion, Registry, decide_promotion
 from labelloop.settings import JobSettings
 from labelloop.tasks import App, InferRequest, InferTask, TrainItem, TrainTask, split_items
 
@@ -121,28 +122,6 @@ def evaluate(task: InferTask, weights: Path, items: list[TrainItem], device: Any
     return float(np.mean(scores)) if scores else None
 
 
-def _promote(
-    policy: str, new: float | None, old: float | None, active: ModelVersion | None
-) -> tuple[bool, str]:
-    if policy == "always":
-        return True, "promotion policy is 'always'"
-    if policy == "manual":
-        return (
-            False,
-            "promotion policy is 'manual'; activate it with POST /model/{model}/versions/{n}/activate",
-        )
-    if active is None:
-        return True, "there was no active version"
-    if new is None:
-        return False, "no validation Dice to compare"
-    if old is None or new > old:
-        return (
-            True,
-            f"validation Dice {new:.4f} beats the active version's {old if old is not None else 'none'}",
-        )
-    return False, f"validation Dice {new:.4f} does not beat the active version's {old:.4f}"
-
-
 def run_training(
     job: Job,
     app: App,
@@ -154,16 +133,17 @@ def run_training(
     jobs_dir: Path,
 ) -> dict[str, Any] | None:
     """Run train job ``job``; returns its result, or ``None`` when it was stopped."""
-    trainer: TrainTask = app.train_tasks[job.name]
+    trainer: TrainTask[Any] = app.train_tasks[job.name]
     infer_task = app.infer_tasks[trainer.model]
-    config = dict(job.config)
-    device = resolve_device(str(config.get("device", "auto")))
+    # Validated at submission; rebuilt from the stored JSON into the trainer's own config model.
+    config = trainer.config_model.model_validate(job.config)
+    device = resolve_device(config.device)
     items = gather_training_set(datastore)
     if not items:
         raise RuntimeError("No image has a final label yet: there is nothing to train on")
-    data = split_items(items, float(config.get("val_split", 0.2)))
+    data = split_items(items, config.val_split)
     active = registry.active(trainer.model)
-    init = active.path if active is not None and config.get("pretrained", True) else None
+    init = active.path if active is not None and config.pretrained else None
     resume = None
     if job.resume_from:
         candidate = jobs_dir / job.resume_from / "checkpoint.pt"
@@ -187,7 +167,7 @@ def run_training(
     old_dice = (
         evaluate(infer_task, active.path, data.val, device) if data.val and active is not None else None
     )
-    promote, why = _promote(settings.promotion, new_dice, old_dice, active)
+    promote, why = decide_promotion(settings.promotion, new_dice, old_dice, has_active=active is not None)
     metrics = {**result.metrics}
     if new_dice is not None:
         metrics["val_mean_dice"] = new_dice
@@ -196,6 +176,12 @@ def run_training(
     stats = {**ctx.last_stats, **result.stats}
     if stop.is_set():
         return None
+
+    def rescore(conn: Connection, _: ModelVersion) -> None:
+        if promote and settings.rescore:
+            # Scores from the previous version are stale now: rescore, below interactive work.
+            queue_rescoring_in(conn, queue, app, trainer.model, job.created_by, cause=job.id)
+
     version = registry.publish(
         trainer.model,
         result.weights,
@@ -203,14 +189,12 @@ def run_training(
         user=job.created_by,
         activate=promote,
         metrics=metrics,
-        params={**config, "job": job.id, "trainer": job.name},
+        params={**config.model_dump(mode="json"), "job": job.id, "trainer": job.name},
         training_set=data.records,
         train_stats=stats,
         duration_s=time.monotonic() - started,
+        in_transaction=rescore,
     )
-    if promote and settings.rescore:
-        # Scores from the previous version are stale now: rescore, below interactive work.
-        queue_rescoring(queue, app, trainer.model, job.created_by, cause=job.id)
     outcome = "promoted" if promote else "not promoted"
     ctx.log(f"model {trainer.model} version {version.version}: {outcome} ({why})")
     queue.report(job.id, progress=stats, metrics=metrics)

@@ -1,5 +1,6 @@
-"""Model versions: files, metrics, training-set records, the active version, rollback."""
+"""Model versions: files, metrics, training-set records, the active version, rollback, promotion."""
 
+from labelloop.registry.promotion import PromotionPolicy, decide_promotion
 from labelloop.registry.store import ModelVersion, Registry
 
-__all__ = ["ModelVersion", "Registry"]
+__all__ = ["ModelVersion", "PromotionPolicy", "Registry", "decide_promotion"]

@@ -53,25 +53,6 @@ class ModelVersion:
     def checksum(self) -> str:
         return f"SHA256:{self.sha256}"
 
-    def summary(self) -> dict[str, Any]:
-        """The JSON shape of ``GET /model/{model}/versions``."""
-        return {
-            "model": self.model,
-            "version": self.version,
-            "active": self.active,
-            "source": self.source,
-            "created_by": self.created_by,
-            "created_ts": self.created_at,
-            "activated_ts": self.activated_at,
-            "retired_ts": self.retired_at,
-            "checksum": self.checksum,
-            "size_bytes": self.size_bytes,
-            "metrics": self.metrics,
-            "params": self.params,
-            "training_set": self.training_set,
-            "duration_s": self.duration_s,
-        }
-
 
 class Registry:
     """Publish, list, activate and retire model versions (SQLite or PostgreSQL plus blob files)."""
@@ -114,8 +95,13 @@ class Registry:
         training_set: list[dict[str, Any]] | None = None,
         train_stats: dict[str, Any] | None = None,
         duration_s: float | None = None,
+        in_transaction: Callable[[Connection, ModelVersion], object] | None = None,
     ) -> ModelVersion:
-        """Store ``weights`` as the model's next version; the row is committed only after the file exists."""
+        """Store ``weights`` as the model's next version; the row is committed only after the file exists.
+
+        ``in_transaction`` runs in the transaction that inserts the version (queueing rescoring for
+        an activated version, say), so its writes commit with the version or not at all.
+        """
         validate_id(model, "model name")
         key = self._blobs.new_key("models", f"{model}.pt")
         sha256, size = self._blobs.put(key, weights)
@@ -149,6 +135,8 @@ class Registry:
                     )
                 )
                 record = self._get_in(conn, model, version)
+                if in_transaction is not None:
+                    in_transaction(conn, record)
         except BaseException:
             self._blobs.delete(key)
             raise
@@ -165,18 +153,14 @@ class Registry:
             .values(active=False)
         )
 
-    def _get_in(self, conn: Connection, model: str, version: int) -> ModelVersion:
-        row = (
-            conn.execute(
-                select(model_versions).where(
-                    model_versions.c.model == model,
-                    model_versions.c.version == version,
-                    model_versions.c.deleted_at.is_(None),
-                )
-            )
-            .mappings()
-            .first()
+    def _get_in(self, conn: Connection, model: str, version: int, *, retired: bool = False) -> ModelVersion:
+        """A live version (with ``retired``: a retired one too)."""
+        query = select(model_versions).where(
+            model_versions.c.model == model, model_versions.c.version == version
         )
+        if not retired:
+            query = query.where(model_versions.c.deleted_at.is_(None))
+        row = conn.execute(query).mappings().first()
         if row is None:
             raise ModelNotFoundError(f"Model '{model}' has no version {version}")
         return self._record(row)
@@ -209,11 +193,18 @@ class Registry:
             ).mappings()
             return [self._record(r) for r in rows]
 
-    def activate(self, model: str, version: int) -> ModelVersion:
-        """Make ``version`` the one inference uses (promotion or rollback)."""
+    def activate(
+        self,
+        model: str,
+        version: int,
+        *,
+        in_transaction: Callable[[Connection, ModelVersion], object] | None = None,
+    ) -> ModelVersion:
+        """Make ``version`` the one inference uses (promotion or rollback); ``in_transaction`` as in
+        ``publish``."""
         with self._db.write() as conn:
             self._db.lock(conn, f"model:{model}")
-            self._get_in(conn, model, version)
+            self._get_in(conn, model, version, retired=True)  # a retired version may come back
             self._deactivate(conn, model)
             conn.execute(
                 update(model_versions)
@@ -221,11 +212,16 @@ class Registry:
                 .values(active=True, activated_at=self._clock(), deleted_at=None)
             )
             record = self._get_in(conn, model, version)
+            if in_transaction is not None:
+                in_transaction(conn, record)
         logger.info("model %s version %d activated", model, version)
         return record
 
     def retire_active(self, model: str) -> ModelVersion | None:
-        """Take the active version out of service; it stays in the history and can be activated again."""
+        """Take the active version out of service; it stays in the history and can be activated again.
+
+        Returns the version as retired (``active`` false, ``retired_at`` set), or ``None`` if the model
+        had no active version."""
         with self._db.write() as conn:
             self._db.lock(conn, f"model:{model}")
             row = (
@@ -244,4 +240,4 @@ class Registry:
                 .where(model_versions.c.id == row["id"])
                 .values(active=False, deleted_at=self._clock())
             )
-        return self._record(row)
+            return self._get_in(conn, model, int(row["version"]), retired=True)

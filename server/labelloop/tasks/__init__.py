@@ -1,7 +1,16 @@
-"""The contracts an app implements: ``App``, ``InferTask``, ``TrainTask``, ``Strategy``, ``ScoringMethod``."""
+"""The contracts an app implements: ``App``, ``InferTask``, ``TrainTask[Config]``, ``Strategy``, scoring."""
 
 from labelloop.tasks.app import App, AppLoadError, load_app
-from labelloop.tasks.bundle import BundleError, BundleTask
+from labelloop.tasks.config import (
+    DeviceName,
+    Flag,
+    Fraction,
+    TaskConfig,
+    TrainConfig,
+    Whole,
+    options_view,
+    validate_options,
+)
 from labelloop.tasks.infer import (
     InferOutput,
     InferRequest,
@@ -45,9 +54,11 @@ __all__ = [
     "Strategy",
     "StrategyContext",
     "StrategySpec",
+    "TaskConfig",
     "AppLoadError",
-    "BundleError",
-    "BundleTask",
+    "DeviceName",
+    "Flag",
+    "Fraction",
     "InferOutput",
     "InferRequest",
     "InferSpec",
@@ -55,14 +66,18 @@ __all__ = [
     "InferType",
     "LocalTrainContext",
     "Points",
+    "TrainConfig",
     "TrainContext",
     "TrainData",
     "TrainItem",
     "TrainResult",
     "TrainSpec",
     "TrainTask",
+    "Whole",
     "config_choices",
     "load_app",
+    "options_view",
     "parse_points",
     "split_items",
+    "validate_options",
 ]

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from labelloop.errors import LabelloopError
 from labelloop.tasks.infer import InferTask
@@ -40,7 +41,7 @@ class App:
     version: str
     labels: Mapping[str, int] = field(default_factory=dict)
     infer_tasks: Mapping[str, InferTask] = field(default_factory=dict)
-    train_tasks: Mapping[str, TrainTask] = field(default_factory=dict)
+    train_tasks: Mapping[str, TrainTask[Any]] = field(default_factory=dict)
     strategies: Mapping[str, Strategy] = field(default_factory=dict)
     scoring: Mapping[str, ScoringMethod] = field(default_factory=dict)
 

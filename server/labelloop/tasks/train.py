@@ -1,6 +1,8 @@
 """The training task contract: a plain function of a context and a typed config.
 
-A ``TrainTask`` trains one inference model (``model``). The server runs it in a separate
+A ``TrainTask[Config]`` trains one inference model (``model``) and declares its options as a
+pydantic model (``config_model``, a ``TrainConfig``), which the server validates once when the job
+is submitted and hands to ``train`` typed. The server runs it in a separate
 worker process (or on a Ray cluster later) with a ``TrainContext`` that reports progress,
 says when to stop, and keeps checkpoints, in the manner of Ray Train's context. The same
 function runs locally on CPU in tests with ``LocalTrainContext``.
@@ -14,7 +16,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+from labelloop.tasks.config import TrainConfig
 
 __all__ = [
     "TrainSpec",
@@ -36,7 +40,8 @@ class TrainSpec:
 
     Attributes:
         description: one line.
-        config: user-tunable options shown by clients; a list means "one of these, first is default".
+        config: user-tunable options shown by clients; a list means "one of these, first is default"
+            (``options_view(config_model)``).
     """
 
     description: str
@@ -141,15 +146,25 @@ class TrainContext(Protocol):
         ...
 
 
-class TrainTask(ABC):
-    """Trains the inference model named ``model``. Pure ML code: no HTTP, no database."""
+ConfigT = TypeVar("ConfigT", bound=TrainConfig)
+
+
+class TrainTask(ABC, Generic[ConfigT]):
+    """Trains the inference model named ``model``. Pure ML code: no HTTP, no database.
+
+    Attributes:
+        model: the inference model whose weights it trains.
+        spec: what ``/info/`` shows.
+        config_model: the run's options; the server validates a request into it once, at submission.
+    """
 
     model: str
     spec: TrainSpec
+    config_model: type[ConfigT]
 
     @abstractmethod
     def train(
-        self, ctx: TrainContext, data: TrainData, config: Mapping[str, Any], init_weights: Path | None
+        self, ctx: TrainContext, data: TrainData, config: ConfigT, init_weights: Path | None
     ) -> TrainResult:
         """Train on ``data``, starting from ``init_weights`` (the active version) or from scratch."""
 

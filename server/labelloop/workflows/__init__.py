@@ -1,3 +1,9 @@
-"""User actions that cross services, each in one place."""
+"""User actions that cross services, each in one place and atomic where the database allows.
 
-__all__: list[str] = []
+Routers call these instead of calling several services in a row; services never call them.
+"""
+
+from labelloop.workflows.label_save import LabelSave, LabelSaved, save_label
+from labelloop.workflows.model_activation import activate_version, publish_upload
+
+__all__ = ["LabelSave", "LabelSaved", "activate_version", "publish_upload", "save_label"]

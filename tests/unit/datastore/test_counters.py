@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from labelloop.datastore import Datastore
+from labelloop.datastore import Datastore, LabelFile, Provenance
 from labelloop.datastore.counters import read_counters, recount
 from labelloop.db import Database
 from tests.support.volumes import make_image, make_label
@@ -42,9 +42,9 @@ def test_counters_follow_every_kind_of_write(datastore: Datastore, tmp_path: Pat
     )  # same content
     datastore.images.add(other, filename=other.name, image_id="x3", info={}, user="u")  # replaced, no labels
     for i in range(3):
-        datastore.labels.save(f"x{i}", "final", label, filename=label.name, params={}, user="u")
-    datastore.labels.save("x0", "final", label, filename=label.name, params={}, user="u")  # a second version
-    datastore.labels.save("x0", "original", label, filename=label.name, params={}, user="u")
+        datastore.labels.save(f"x{i}", "final", LabelFile(label), Provenance("u"))
+    datastore.labels.save("x0", "final", LabelFile(label), Provenance("u"))  # a second version
+    datastore.labels.save("x0", "original", LabelFile(label), Provenance("u"))
     _assert_consistent(datastore)
     assert datastore.views.stats() == {"total": 4, "completed": 3, "label_tags": {"final": 3, "original": 1}}
     datastore.labels.delete("x1", "final")
@@ -53,6 +53,6 @@ def test_counters_follow_every_kind_of_write(datastore: Datastore, tmp_path: Pat
     _assert_consistent(datastore)
     assert datastore.views.stats() == {"total": 3, "completed": 1, "label_tags": {"final": 1}}
     datastore.images.add(image, filename=image.name, image_id="x0", info={}, user="u")  # back again
-    datastore.labels.save("x1", "final", label, filename=label.name, params={}, user="u")  # label back
+    datastore.labels.save("x1", "final", LabelFile(label), Provenance("u"))  # label back
     _assert_consistent(datastore)
     assert datastore.views.stats() == {"total": 4, "completed": 2, "label_tags": {"final": 2}}

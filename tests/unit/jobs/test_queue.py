@@ -98,7 +98,7 @@ def test_cancel_stops_queued_jobs_at_once_and_flags_running_ones(queue: JobQueue
     assert queue.get(running.id).cancel_requested and queue.get(running.id).status == JobStatus.RUNNING
     stopped = queue.get(queued.id)
     assert stopped.status == JobStatus.STOPPED and stopped.finished_at is not None
-    assert "curator" in stopped.task_view()["details"][-1]
+    assert "curator" in stopped.log_tail[-1]
     assert queue.heartbeat(running.id) is True, "the running job learns it must stop from its heartbeat"
 
 
@@ -124,7 +124,7 @@ def test_a_job_whose_worker_process_died_is_reaped_as_error(queue: JobQueue) -> 
     assert [j.id for j in reaped] == [job.id]
     final = queue.get(job.id)
     assert final.status == JobStatus.ERROR and "gone" in (final.error or "")
-    assert final.task_view()["details"][-1].startswith("ERROR")
+    assert final.log_tail[-1].startswith("ERROR")
 
 
 def test_a_job_without_heartbeat_is_reaped(queue: JobQueue) -> None:
@@ -148,11 +148,4 @@ def test_finish_is_once_only(queue: JobQueue) -> None:
     assert not queue.finish(job.id, JobStatus.ERROR, error="late")
     final = queue.get(job.id)
     assert final.status == JobStatus.DONE and final.result == {"ok": 1} and final.error is None
-    view = final.task_view()
-    assert view["status"] == "DONE" and "end_ts" in view and view["details"]
-
-
-def test_a_submitted_task_view_has_no_details_yet(queue: JobQueue) -> None:
-    view = make_job(queue).task_view()
-    assert view["status"] == "SUBMITTED" and "details" not in view and "end_ts" not in view
-    assert len(view["start_ts"]) == 19  # YYYY-mm-dd HH:MM:SS
+    assert final.finished_at is not None

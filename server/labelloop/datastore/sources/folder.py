@@ -16,6 +16,7 @@ from labelloop.datastore.blobs import sha256_file
 from labelloop.datastore.ids import ID_PATTERN
 from labelloop.datastore.images import ImageStore
 from labelloop.datastore.labels import LabelStore
+from labelloop.datastore.records import LabelFile, Provenance
 from labelloop.errors import LabelloopError, LabelNotFoundError
 from labelloop.imaging import VOLUME_EXTENSIONS
 
@@ -130,11 +131,10 @@ def import_folder(
             labels.save(
                 image_id,
                 tag,
-                path,
-                filename=path.name,
-                params={"imported_from": f"labels/{tag}/{path.name}"},
-                user=user,
-                origin="import",
+                LabelFile(path),
+                Provenance(
+                    author=user, source="import", params={"imported_from": f"labels/{tag}/{path.name}"}
+                ),
             )
             report.labels_added += 1
         except LabelloopError as exc:

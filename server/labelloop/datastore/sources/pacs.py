@@ -18,10 +18,17 @@ from typing import Any
 import numpy as np
 
 from labelloop.datastore.blobs import BlobStore
-from labelloop.datastore.dicomweb import DicomWebSource, PacsError, SeriesRef, parse_location, series_location
 from labelloop.datastore.ids import DEFAULT_TAG, ID_PATTERN
 from labelloop.datastore.images import ImageStore
 from labelloop.datastore.labels import LabelStore
+from labelloop.datastore.records import LabelFile, Provenance
+from labelloop.datastore.sources.dicomweb import (
+    DicomWebSource,
+    PacsError,
+    SeriesRef,
+    parse_location,
+    series_location,
+)
 from labelloop.errors import LabelloopError
 from labelloop.imaging import write_volume
 from labelloop.imaging.dicomseg import SegAuthor, label_to_seg, referenced_series, seg_to_label
@@ -175,20 +182,17 @@ class PacsLink:
             label = seg_to_label(seg, self.source.metadata(SeriesRef(study, series, "")), self.names)
             with blobs.scratch(".nii.gz") as path:
                 write_volume(path, label, image.geometry.affine)
+                params = {
+                    "seg_series_uid": ref.series_uid,
+                    "seg_sop_instance_uid": str(seg.SOPInstanceUID),
+                    "imported_from": "PACS",
+                    "creator": str(getattr(seg, "ContentCreatorName", "") or ""),
+                }
                 labels.save(
                     image.id,
                     DEFAULT_TAG,
-                    path,
-                    filename=path.name,
-                    params={
-                        "seg_series_uid": ref.series_uid,
-                        "seg_sop_instance_uid": str(seg.SOPInstanceUID),
-                        "imported_from": "PACS",
-                        "creator": str(getattr(seg, "ContentCreatorName", "") or ""),
-                    },
-                    user=user,
-                    origin="import",
-                    disposable=True,
+                    LabelFile(path, disposable=True),
+                    Provenance(author=user, source="import", params=params),
                     write_back=False,
                 )
             report.segs_imported += 1

@@ -24,7 +24,7 @@ import numpy as np
 from labelloop.errors import LabelloopError
 from labelloop.imaging import Volume
 from labelloop.imaging.resample import resample_nearest
-from labelloop.tasks.infer import InferOutput, InferRequest, InferSpec, InferTask
+from labelloop.tasks import InferOutput, InferRequest, InferSpec, InferTask
 
 __all__ = ["BundleTask", "BundleError"]
 

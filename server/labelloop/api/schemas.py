@@ -1,0 +1,301 @@
+"""The wire format: MONAI Label's response shapes (and our additive fields), apart from the domain records.
+
+Services hand out plain records (``Job``, ``ModelVersion``, ``LabelVersion``); the functions here
+turn them into what clients read, and the models give OpenAPI the shapes. Optional fields that a
+record does not have are left unset, and the routes serialise with ``exclude_unset``, so an absent
+key stays absent on the wire (Slicer tells a task that has no ``details`` from one whose details
+are empty).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from labelloop.activelearning import Handout, Lease, RankEntry, ReadsOutcome
+from labelloop.datastore import LabelVersion
+from labelloop.jobs import Job, JobStatus
+from labelloop.registry import ModelVersion
+from labelloop.workflows import LabelSaved
+
+__all__ = [
+    "LabelSavedRead",
+    "LabelVersionRead",
+    "LeaseRead",
+    "ModelVersionRead",
+    "NextSampleRead",
+    "RankRead",
+    "TaskRead",
+    "format_ts",
+    "label_saved",
+    "label_version",
+    "lease",
+    "model_version",
+    "next_sample",
+    "rank",
+    "task",
+    "task_json",
+]
+
+
+def format_ts(ts: float) -> str:
+    """MONAI Label's task timestamp: local time ``YYYY-mm-dd HH:MM:SS``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class TaskRead(BaseModel):
+    """The task object of MONAI Label section 2.14, plus our ``kind``, ``name``, ``progress``, ``result``."""
+
+    id: str
+    status: str
+    request: dict[str, Any]
+    start_ts: str
+    kind: str
+    name: str
+    details: list[str] | None = None
+    end_ts: str | None = None
+    progress: dict[str, Any] | None = None
+    result: Any = None
+    error: str | None = None
+
+
+def task(job: Job) -> TaskRead:
+    """A job as MONAI Label's task object; ``details`` only once the job left the queue."""
+    view: dict[str, Any] = {
+        "id": job.id,
+        "status": job.status.value,
+        "request": job.request,
+        "start_ts": format_ts(job.started_at or job.created_at),
+        "kind": job.kind.value,
+        "name": job.name,
+    }
+    if job.status != JobStatus.SUBMITTED:
+        # Slicer reads details[-1] of a stopped task: never leave it empty.
+        view["details"] = list(job.log_tail) or [
+            job.error or f"{job.kind.value} job {job.status.value.lower()}"
+        ]
+    if job.finished_at is not None:
+        view["end_ts"] = format_ts(job.finished_at)
+    if job.progress:
+        view["progress"] = job.progress
+    if job.result is not None:
+        view["result"] = job.result
+    if job.error:
+        view["error"] = job.error
+    return TaskRead(**view)
+
+
+def task_json(job: Job) -> dict[str, Any]:
+    """``task(job)`` as the JSON body, for answers that nest task objects in a plain dict."""
+    return task(job).model_dump(mode="json", exclude_unset=True)
+
+
+# ---------------------------------------------------------------- models
+
+
+class ModelVersionRead(BaseModel):
+    """One entry of ``GET /model/{model}/versions``."""
+
+    model: str
+    version: int
+    active: bool
+    source: str
+    created_by: str
+    created_ts: float
+    activated_ts: float | None
+    retired_ts: float | None
+    checksum: str
+    size_bytes: int
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    training_set: list[dict[str, Any]]
+    duration_s: float | None
+
+
+def model_version(v: ModelVersion) -> ModelVersionRead:
+    return ModelVersionRead(
+        model=v.model,
+        version=v.version,
+        active=v.active,
+        source=v.source,
+        created_by=v.created_by,
+        created_ts=v.created_at,
+        activated_ts=v.activated_at,
+        retired_ts=v.retired_at,
+        checksum=v.checksum,
+        size_bytes=v.size_bytes,
+        metrics=v.metrics,
+        params=v.params,
+        training_set=v.training_set,
+        duration_s=v.duration_s,
+    )
+
+
+# ---------------------------------------------------------------- labels
+
+
+class LabelSavedRead(BaseModel):
+    """``PUT /datastore/label``: the new version, plus what the save did to leases and double reading."""
+
+    image: str
+    label: str
+    tag: str
+    version: int
+    etag: str
+    lease_ended: bool | None = None
+    reads: int | None = None
+    reads_needed: int | None = None
+    agreement: dict[str, Any] | None = None
+    final_version: int | None = None
+
+
+def _reads(outcome: ReadsOutcome) -> dict[str, Any]:
+    out: dict[str, Any] = {"reads": outcome.reads, "reads_needed": outcome.reads_needed}
+    if outcome.agreement is not None:
+        out["agreement"] = outcome.agreement
+    if outcome.final_version is not None:
+        out["final_version"] = outcome.final_version
+    return out
+
+
+def label_saved(saved: LabelSaved) -> LabelSavedRead:
+    v = saved.version
+    fields: dict[str, Any] = {"image": v.image_id, "label": v.image_id, "tag": v.tag}
+    fields.update(version=v.version, etag=v.etag)
+    if saved.lease_ended is not None:
+        fields["lease_ended"] = saved.lease_ended
+    if saved.reads is not None:
+        fields.update(_reads(saved.reads))
+    return LabelSavedRead(**fields)
+
+
+class LabelVersionRead(BaseModel):
+    """One entry of a label's history (``GET /datastore/label/versions``), with its provenance."""
+
+    image: str
+    tag: str
+    version: int
+    etag: str
+    name: str
+    sha256: str
+    size_bytes: int
+    image_sha256: str
+    author: str
+    client_id: str | None
+    ts: float
+    parent_version: int | None
+    model: str | None
+    model_version: int | None
+    source: str
+    label_info: Any
+    info: dict[str, Any]
+
+
+def label_version(v: LabelVersion) -> LabelVersionRead:
+    return LabelVersionRead(
+        image=v.image_id,
+        tag=v.tag,
+        version=v.version,
+        etag=v.etag,
+        name=v.name,
+        sha256=v.sha256,
+        size_bytes=v.size_bytes,
+        image_sha256=v.image_sha256,
+        author=v.author,
+        client_id=v.client_id,
+        ts=v.created_at,
+        parent_version=v.parent_version,
+        model=v.model,
+        model_version=v.model_version,
+        source=v.source,
+        label_info=v.params.get("label_info"),
+        info=v.public_info(),
+    )
+
+
+# ---------------------------------------------------------------- active learning
+
+
+class NextSampleRead(BaseModel):
+    """``POST /activelearning/{strategy}``: the image's info (MONAI Label: ``id``, ``path``, its info keys),
+    plus the lease and why it was chosen; ``{}`` when no image is left."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    path: str | None = None
+    checksum: str | None = None
+    lease: dict[str, Any] | None = None
+    reason: str | None = None
+    score: float | None = None
+    weight: int | None = None
+
+
+def next_sample(strategy: str, handout: Handout | None) -> NextSampleRead:
+    """The image's info keys, then MONAI Label's ``id``, ``path`` and our lease, reason and score;
+    ``random`` also carries MONAI Label's ``weight`` (when it was served, epoch seconds)."""
+    if handout is None:
+        return NextSampleRead()
+    lease = handout.lease
+    answer: dict[str, Any] = {
+        **handout.image.public_info(),
+        "id": handout.image.id,
+        "path": str(handout.path),
+        "checksum": handout.image.checksum,
+        "lease": {"holder": lease.holder, "expires_ts": lease.expires_at, "renewed": handout.renewed},
+        "reason": handout.reason,
+    }
+    if handout.score is not None:
+        answer["score"] = handout.score
+    if strategy == "random":
+        answer["weight"] = int(time.time())
+    return NextSampleRead(**answer)
+
+
+class LeaseRead(BaseModel):
+    """An open lease (``GET /activelearning/leases``)."""
+
+    image: str
+    holder: str
+    strategy: str
+    created_ts: float
+    expires_ts: float
+
+
+def lease(lease: Lease) -> LeaseRead:
+    return LeaseRead(
+        image=lease.image_id,
+        holder=lease.holder,
+        strategy=lease.strategy,
+        created_ts=lease.created_at,
+        expires_ts=lease.expires_at,
+    )
+
+
+class RankRead(BaseModel):
+    """One place of ``GET /activelearning/{strategy}/ranking``."""
+
+    rank: int
+    image: str
+    score: float | None
+    model_version: int | None
+    scores: dict[str, float | None]
+    reason: str
+    leased: bool
+
+
+def rank(entry: RankEntry) -> RankRead:
+    return RankRead(
+        rank=entry.rank,
+        image=entry.image_id,
+        score=entry.score,
+        model_version=entry.model_version,
+        scores=entry.scores,
+        reason=entry.reason,
+        leased=entry.leased,
+    )

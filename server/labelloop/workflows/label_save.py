@@ -1,0 +1,88 @@
+"""Saving a label: the lease check, the save, the lease release and double reading, in one place.
+
+An annotator's save crosses two services: the datastore stores the version, active learning
+decides its tag (double reading) and ends the annotator's lease. The version and the end of the
+lease are one transaction, so a crash never leaves a lease on a finished case nor a finished
+lease without its label. Double reading's consensus is derived from the reads and follows in a
+second transaction of its own (reading every reader's file under the write lock would stall
+every other writer); it is idempotent, and housekeeping completes any image whose consensus a
+crash left missing (``ActiveLearning.complete_pending_reads``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from labelloop.activelearning import ActiveLearning, ReadsOutcome
+from labelloop.datastore import Datastore, LabelFile, LabelVersion, Provenance, validate_id, validate_tag
+from labelloop.errors import ConflictError
+
+__all__ = ["LabelSave", "LabelSaved", "save_label"]
+
+
+@dataclass(frozen=True)
+class LabelSave:
+    """A client's label save.
+
+    Attributes:
+        image_id: the image the label belongs to.
+        tag: the tag asked for (``""`` or ``None``: ``final``); double reading may change it.
+        file: the label file, on the image's voxel grid.
+        provenance: who saves it and from which model output it started.
+        if_match: the ``If-Match`` ETags (``["*"]``: any version), or ``None`` to save unconditionally.
+    """
+
+    image_id: str
+    tag: str | None
+    file: LabelFile
+    provenance: Provenance
+    if_match: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class LabelSaved:
+    """What a save did.
+
+    Attributes:
+        version: the new label version (its ``tag`` is the one it was saved under).
+        lease_ended: whether the save ended the holder's lease; ``None`` when the tag ends none.
+        reads: double reading's state after a read, else ``None``.
+    """
+
+    version: LabelVersion
+    lease_ended: bool | None = None
+    reads: ReadsOutcome | None = None
+
+
+def save_label(datastore: Datastore, activelearning: ActiveLearning, request: LabelSave) -> LabelSaved:
+    """Save ``request`` as a new label version, end the holder's lease with it, complete double reading.
+
+    Raises what the save raises (``LabelConflictError`` for a stale ``If-Match``, ``GeometryMismatchError``
+    for a label off the image's grid ...), and ``ConflictError`` when the holder's lease ended or began
+    while the file was being checked, which would change the tag it belongs under.
+    """
+    image_id = validate_id(request.image_id)
+    holder = request.provenance.holder
+    tag = activelearning.save_tag(image_id, validate_tag(request.tag), holder)
+    ended: list[bool] = []
+
+    def in_transaction(conn: Connection, version: LabelVersion) -> None:
+        if activelearning.save_tag_in(conn, image_id, validate_tag(request.tag), holder) != tag:
+            raise ConflictError(
+                f"The lease of '{holder}' on image '{image_id}' changed during the save; save again"
+            )
+        if activelearning.ends_lease(tag):
+            ended.append(activelearning.end_lease_in(conn, image_id, holder))
+
+    version = datastore.labels.save(
+        image_id,
+        tag,
+        request.file,
+        request.provenance,
+        if_match=request.if_match,
+        in_transaction=in_transaction,
+    )
+    reads = activelearning.complete_reads(image_id) if activelearning.is_read(tag) else None
+    return LabelSaved(version, ended[0] if ended else None, reads)
