@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from apps.radiology import LABELS
 from apps.radiology.networks import unet
-
 from labelloop.imaging import write_volume
 
 __all__ = [

@@ -17,9 +17,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import requests
-from apps.radiology.randomwalk import RandomWalkTask
 from monailabel.client import MONAILabelClient
 
+from apps.radiology.randomwalk import RandomWalkTask
 from labelloop.errors import InvalidParamsError
 from labelloop.imaging import Geometry, Volume, read_volume, write_volume
 from labelloop.tasks import InferOutput, InferRequest, InferTask
