@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmarks: timing, percentiles, a server in a child process, tables.
+"""Shared helpers for the benchmarks: timing, percentiles, a server in a child process, tables,
+CPU time and load of processes, a Python child that answers in JSON.
 
 Every benchmark measures ``labelloop serve`` running as a separate process (as in production),
 over HTTP on 127.0.0.1, and cleans up its temporary directories and processes even when it is
@@ -7,6 +8,7 @@ interrupted (Ctrl-C or SIGTERM).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -16,12 +18,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import requests
 
@@ -38,6 +42,15 @@ __all__ = [
     "interrupt_on_sigterm",
     "render_table",
     "ms",
+    "load1",
+    "load_average",
+    "proc_stat",
+    "process_cpu_seconds",
+    "proc_cmdline",
+    "processes",
+    "CpuSampler",
+    "environ_without_settings",
+    "run_json_child",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -259,3 +272,134 @@ def serve(
         yield server
     finally:
         _stop(process)
+
+
+def environ_without_settings(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any ``LABELLOOP_*`` setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLOOP_")}
+    env.update(extra or {})
+    return env
+
+
+def run_json_child(args: Sequence[str], env: Mapping[str, str], timeout_s: float, what: str) -> Any:
+    """Run ``args`` (cwd: the repository) and parse the JSON on the last line of its stdout.
+
+    A non-zero exit raises ``RuntimeError`` with the end of the child's stderr.
+    """
+    out = subprocess.run(
+        list(args), env=dict(env), cwd=REPO, capture_output=True, text=True, timeout=timeout_s
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------ load and CPU time (Linux /proc)
+
+
+def load1() -> float:
+    """The 1-minute load average."""
+    return os.getloadavg()[0]
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, as ``"0.52 0.31 0.20"``."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name (``[0]`` is the state, ``[1]`` the ppid)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of every thread of ``pid`` so far (clock ticks); ``None`` if gone."""
+    fields = proc_stat(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_cmdline(pid: int) -> str:
+    """The command line of ``pid``, arguments joined by spaces (``""`` if it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def processes() -> Iterator[tuple[int, int]]:
+    """``(pid, ppid)`` of every process running now."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = proc_stat(int(entry.name))
+        if fields is not None:
+            yield int(entry.name), int(fields[1])
+
+
+class CpuSampler:
+    """CPU seconds of named processes, sampled every ``interval`` s by a thread, on the ``time.time``
+    clock, while the ``with`` block runs.
+
+    ``pids`` maps a role to a process id. ``discover``, called every ``discover_every_s`` s before a
+    sample, may return more roles as their processes appear (it gets the roles known so far).
+    CPU time between samples is interpolated (see ``at``), for boundaries known only afterwards.
+    """
+
+    def __init__(
+        self,
+        pids: Mapping[str, int],
+        *,
+        discover: Callable[[Mapping[str, int]], Mapping[str, int]] | None = None,
+        interval: float = 0.1,
+        discover_every_s: float = 0.5,
+    ) -> None:
+        self.interval = interval
+        self.samples: dict[str, list[tuple[float, float]]] = {}
+        self._pids = dict(pids)
+        self._discover = discover
+        self._discover_every_s = discover_every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        last_scan = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self._discover is not None and now - last_scan >= self._discover_every_s:
+                self._pids.update(self._discover(dict(self._pids)))
+                last_scan = now
+            stamp = time.time()
+            for role, pid in list(self._pids.items()):
+                value = process_cpu_seconds(pid)
+                if value is not None:
+                    self.samples.setdefault(role, []).append((stamp, value))
+            self._stop.wait(self.interval)
+
+    def at(self, role: str, t: float) -> float | None:
+        """CPU seconds of ``role`` at ``t``, interpolated; clamped to the first and last sample."""
+        series = self.samples.get(role)
+        if not series:
+            return None
+        if t <= series[0][0]:
+            return series[0][1]
+        for (t0, v0), (t1, v1) in zip(series, series[1:], strict=False):
+            if t0 <= t <= t1:
+                return v0 + (v1 - v0) * ((t - t0) / (t1 - t0) if t1 > t0 else 0.0)
+        return series[-1][1]
+
+    def between(self, role: str, t0: float, t1: float) -> float | None:
+        """CPU seconds ``role`` used from ``t0`` to ``t1`` (``None`` without samples)."""
+        a, b = self.at(role, t0), self.at(role, t1)
+        return None if a is None or b is None else b - a

@@ -61,7 +61,6 @@ from apps.radiology.segmentation import sliding_window_logits  # noqa: E402
 from apps.radiology.strategies import DiverseStrategy, EpistemicStrategy, TTAStrategy  # noqa: E402
 from apps.radiology.trainers import SegmentationTrainer  # noqa: E402
 from apps.radiology.uncertainty import EpistemicScoring, TTAScoring  # noqa: E402
-
 from bench._util import interrupt_on_sigterm, render_table, scratch_dir  # noqa: E402
 from labelloop.activelearning import FirstStrategy, RandomStrategy  # noqa: E402
 from labelloop.imaging import read_volume, write_volume  # noqa: E402

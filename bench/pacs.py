@@ -28,13 +28,12 @@ import requests
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.dicom_series import volume_to_series  # noqa: E402
-from tests.support.orthanc import start_orthanc  # noqa: E402
-from tests.support.servers import APP_DIR, free_port, start_process_server  # noqa: E402
-
 from labelloop.imaging import Geometry, Volume, write_volume  # noqa: E402
 from labelloop.sampledata.synthetic import generate_case  # noqa: E402
 from labelloop.settings import Settings  # noqa: E402
+from tests.support.dicom_series import volume_to_series  # noqa: E402
+from tests.support.orthanc import start_orthanc  # noqa: E402
+from tests.support.servers import APP_DIR, free_port, start_process_server  # noqa: E402
 
 
 def _case() -> tuple[str, Volume, np.ndarray]:
