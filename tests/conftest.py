@@ -24,13 +24,31 @@ def postgres() -> Iterator[PostgresServer]:
         stop()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest) -> str | None:
-    """Run the test on the embedded SQLite default and on a fresh PostgreSQL database."""
+_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _database_url(request: pytest.FixtureRequest, *, migrated: bool) -> str | None:
     if request.param == "sqlite":
         return None
     server: PostgresServer = request.getfixturevalue("postgres")
-    return server.create_database()
+    return server.create_database(migrated=migrated)
+
+
+@pytest.fixture(params=_BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Run the test on the embedded SQLite default and on a fresh PostgreSQL database.
+
+    The PostgreSQL database is already migrated: a copy of the session's template, so that no
+    test waits for the migrations (migrating it again is a no-op). ``None`` for SQLite, where the
+    test or the server starts from a new file.
+    """
+    return _database_url(request, migrated=True)
+
+
+@pytest.fixture(params=_BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest) -> str | None:
+    """Like ``database_url``, but the PostgreSQL database is empty: for tests that migrate from nothing."""
+    return _database_url(request, migrated=False)
 
 
 ServerFactory = Callable[..., LiveServer]

@@ -164,8 +164,9 @@ def create_app(settings: Settings) -> FastAPI:
         # Jobs that were running when the server last stopped are not left RUNNING.
         await anyio.to_thread.run_sync(services.jobs.queue.reap, settings.jobs.stale_after_s)
         workers = start_workers(settings, write_settings_file(settings))
+        warmup = threading.Thread(target=services.inference.warmup, name="warmup", daemon=True)
         if settings.inference.warmup:
-            threading.Thread(target=services.inference.warmup, name="warmup", daemon=True).start()
+            warmup.start()
         loops = []
         if services.pacs is not None:
             # The PACS is listed in the background: the server answers at once, series appear as found.
@@ -218,6 +219,9 @@ def create_app(settings: Settings) -> FastAPI:
                     await loop
             await anyio.to_thread.run_sync(stop_workers, workers, settings.jobs.cancel_grace_s)
             services.inference.close()
+            if warmup.is_alive():
+                # It reads the registry: let it finish the model it loads before the pool goes.
+                await anyio.to_thread.run_sync(warmup.join, 60.0)
             services.datastore.db.dispose()
 
     app = FastAPI(

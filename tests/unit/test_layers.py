@@ -35,13 +35,18 @@ def test_apps_import_only_the_contracts(path: Path) -> None:
 
 
 PACKAGES = [
+    "labelloop.activelearning",
     "labelloop.api",
     "labelloop.datastore",
+    "labelloop.datastore.sources",
+    "labelloop.db",
     "labelloop.imaging",
     "labelloop.inference",
+    "labelloop.jobs",
     "labelloop.registry",
     "labelloop.sampledata",
     "labelloop.tasks",
+    "labelloop.workflows",
 ]
 
 

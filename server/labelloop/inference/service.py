@@ -70,6 +70,7 @@ class InferenceService:
         self._settings = settings
         self.device = resolve_device(settings.device)
         self._executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="infer")
+        self._closed = threading.Event()
         self._slots = threading.BoundedSemaphore(settings.queue_size)
         self._models: dict[tuple[str, int | None, str], Any] = {}
         self._models_lock = threading.Lock()
@@ -262,8 +263,11 @@ class InferenceService:
         return task.infer(model, prepared, replace(request, device=cpu, sw_batch_size=1)), cpu
 
     def warmup(self) -> None:
-        """Load every model that can run now (active versions, classical and bundle models)."""
+        """Load every model that can run now (active versions, classical and bundle models); stops
+        early once ``close`` was called."""
         for name, task in self._tasks.items():
+            if self._closed.is_set():
+                return
             try:
                 version, weights = self._weights(name, task)
                 self._model(name, task, version, weights, self.device)
@@ -273,4 +277,5 @@ class InferenceService:
                 logger.exception("warm-up of model %s failed", name)
 
     def close(self) -> None:
+        self._closed.set()
         self._executor.shutdown(wait=False, cancel_futures=True)

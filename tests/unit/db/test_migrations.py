@@ -16,10 +16,11 @@ from pytest_alembic.tests import (  # noqa: F401  (collected as tests here)
     test_up_down_consistency,
     test_upgrade,
 )
-from sqlalchemy import Engine, create_engine, inspect
+from sqlalchemy import Engine, create_engine, inspect, text
 
 import labelloop.server  # noqa: F401  (imports every package, so their tables are on the shared metadata)
 from labelloop.db import MIGRATIONS, Database
+from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture
@@ -28,16 +29,33 @@ def alembic_config() -> Config:
 
 
 @pytest.fixture
-def alembic_engine(database_url: str | None, tmp_path: Path) -> Iterator[Engine]:
-    engine = create_engine(database_url or f"sqlite:///{tmp_path / 'migrations.db'}")
+def alembic_engine(empty_database_url: str | None, tmp_path: Path) -> Iterator[Engine]:
+    engine = create_engine(empty_database_url or f"sqlite:///{tmp_path / 'migrations.db'}")
     yield engine
     engine.dispose()
 
 
-def test_migrate_twice_is_a_no_op(database_url: str | None, tmp_path: Path) -> None:
-    db = Database(database_url or f"sqlite:///{tmp_path / 'twice.db'}")
+def test_migrate_twice_is_a_no_op(empty_database_url: str | None, tmp_path: Path) -> None:
+    db = Database(empty_database_url or f"sqlite:///{tmp_path / 'twice.db'}")
     db.migrate()
     db.migrate()
     tables = set(inspect(db.engine).get_table_names())
     assert {"images", "labels", "label_versions", "sessions", "alembic_version"} <= tables
     db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_database_copied_from_the_template_is_at_head(postgres: PostgresServer) -> None:
+    """The tests' PostgreSQL databases are copies of one migrated template; they must be at head."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    db = Database(postgres.create_database())
+    try:
+        with db.read() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head
+        db.migrate()  # a no-op on a copy
+        with db.read() as conn:
+            assert conn.execute(text("SELECT value FROM counters WHERE name = 'images'")).scalar_one() == 0
+    finally:
+        db.dispose()
