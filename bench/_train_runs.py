@@ -13,7 +13,7 @@ from typing import Any
 
 from bench._train_common import AppCode, Cohort, app_code, config_for, parse_epoch, read_cohort
 from bench._util import CpuSampler, environ_without_settings, load1, run_json_child
-from labelloop.tasks import LocalTrainContext
+from labelloop.tasks import LocalTrainContext, validate_options
 
 #: The entry point: the fresh-process run starts it again with ``--child-direct``.
 ENTRY = Path(__file__).resolve().with_name("train.py")
@@ -63,7 +63,7 @@ class DirectRun:
 def run_direct(code: AppCode, cohort: Cohort, workdir: Path) -> DirectRun:
     import torch
 
-    config = config_for(1)
+    config = validate_options(code.trainer.config_model, config_for(1))
     ctx = TimedContext(workdir)
     before = load1()
     with CpuSampler({"bench": os.getpid()}) as cpu:
@@ -157,7 +157,7 @@ def _dice_epochs(ctx: TimedContext, start: float) -> list[DiceEpoch]:
 
 
 def run_dice(code: AppCode, cohort: Cohort, epochs: int, workdir: Path) -> DiceRun:
-    config = config_for(epochs)
+    config = validate_options(code.trainer.config_model, config_for(epochs))
     ctx = TimedContext(workdir, echo=True)
     start = time.time()
     result = code.trainer.train(ctx, cohort.data, config, None)

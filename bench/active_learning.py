@@ -54,12 +54,11 @@ if __package__ in (None, ""):  # run as ``python bench/active_learning.py``
 
 from apps.radiology import LABELS  # noqa: E402
 from apps.radiology.config import NetworkConfig  # noqa: E402
-from apps.radiology.datasets import LoadCased  # noqa: E402
 from apps.radiology.metrics import dice_per_case  # noqa: E402
 from apps.radiology.networks import load_weights, unet  # noqa: E402
 from apps.radiology.segmentation import sliding_window_logits  # noqa: E402
 from apps.radiology.strategies import DiverseStrategy, EpistemicStrategy, TTAStrategy  # noqa: E402
-from apps.radiology.trainers import SegmentationTrainer  # noqa: E402
+from apps.radiology.training import LoadCased, SegmentationTrainer  # noqa: E402
 from apps.radiology.uncertainty import EpistemicScoring, TTAScoring  # noqa: E402
 from bench._util import interrupt_on_sigterm, render_table, scratch_dir  # noqa: E402
 from labelloop.activelearning import FirstStrategy, RandomStrategy  # noqa: E402
@@ -74,6 +73,7 @@ from labelloop.tasks import (  # noqa: E402
     StrategyContext,
     TrainData,
     TrainItem,
+    validate_options,
 )
 
 SHAPE = (32, 32, 16)
@@ -133,7 +133,8 @@ def train(workdir: Path, cases: list[Case], epochs: int, seed: int, init: Path |
     }
     ctx = LocalTrainContext(workdir)
     data = TrainData(train=[c.item for c in cases], val=[])
-    result = SegmentationTrainer(LABELS, SMALL).train(ctx, data, config, init)
+    trainer = SegmentationTrainer(LABELS, SMALL)
+    result = trainer.train(ctx, data, validate_options(trainer.config_model, config), init)
     assert result.weights is not None
     return result.weights
 

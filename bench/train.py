@@ -98,6 +98,7 @@ from bench._train_job import run_job  # noqa: E402
 from bench._train_report import Results, report_dice, report_runs  # noqa: E402
 from bench._train_runs import DirectRun, child_direct, run_dice, run_direct, run_direct_fresh  # noqa: E402
 from bench._util import interrupt_on_sigterm, load_average, scratch_dir  # noqa: E402
+from labelloop.tasks import validate_options  # noqa: E402
 
 SIDES = ("job", "fresh", "warm")
 
@@ -152,7 +153,7 @@ def print_environment(setup: Setup, res: Results) -> None:
     import monai
     import torch
 
-    options = setup.code.trainer.validate_config(config_for(1))
+    options = validate_options(setup.code.trainer.config_model, config_for(1)).model_dump(mode="json")
     print(
         f"cpus {os.cpu_count()}, load {load_average()}; "
         f"torch {torch.__version__}, monai {monai.__version__}; torch threads in this process "

@@ -1,7 +1,7 @@
 """The radiology app: CT/MR segmentation of the sample cohort's abdominal structures.
 
-Pure ML code: it imports ``labelloop.tasks`` and ``labelloop.imaging`` and nothing else from
-the server.
+Pure ML code: it imports ``labelloop.tasks``, ``labelloop.imaging`` and ``labelloop.errors``, and
+nothing else from the server.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from .deepedit import DeepEditTask
 from .randomwalk import RandomWalkTask
 from .segmentation import SegmentationTask
 from .strategies import DiverseStrategy, EpistemicStrategy, TTAStrategy
-from .trainers import DeepEditTrainer, SegmentationTrainer
+from .training import DeepEditTrainer, SegmentationTrainer
 from .uncertainty import EpistemicScoring, TTAScoring
 
 __version__ = "0.1.0"

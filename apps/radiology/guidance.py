@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from labelloop.errors import InvalidParamsError
-from labelloop.imaging.resample import world_to_voxel
+from labelloop.imaging import world_to_voxel
 from labelloop.tasks import Points, parse_points
 
 __all__ = ["clicks_by_label", "guidance_channels", "GUIDANCE_SIGMA_VOXELS"]

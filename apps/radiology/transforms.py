@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from labelloop.imaging import Volume
-from labelloop.imaging.resample import resample_nearest
+from labelloop.imaging import Volume, resample_nearest
 
 from .config import PREPROCESS, PreprocessConfig
 

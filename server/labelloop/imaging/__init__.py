@@ -12,6 +12,7 @@ from labelloop.imaging.formats import (
     strip_extensions,
 )
 from labelloop.imaging.geometry import check_same_grid
+from labelloop.imaging.resample import resample_nearest, world_to_voxel
 from labelloop.imaging.volume import Geometry, Volume, VolumeFormat, read_geometry, read_volume, write_volume
 
 __all__ = [
@@ -27,8 +28,10 @@ __all__ = [
     "read_dicom_zip",
     "read_geometry",
     "read_volume",
+    "resample_nearest",
     "sniff",
     "sort_dicom_series",
     "strip_extensions",
+    "world_to_voxel",
     "write_volume",
 ]

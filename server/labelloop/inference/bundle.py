@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from labelloop.errors import LabelloopError
-from labelloop.imaging import Volume
-from labelloop.imaging.resample import resample_nearest
+from labelloop.imaging import Volume, resample_nearest
 from labelloop.tasks import InferOutput, InferRequest, InferSpec, InferTask
 
 __all__ = ["BundleTask", "BundleError"]

@@ -14,9 +14,10 @@ as strings, but a flag is never a number; numbers are finite.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -50,6 +51,13 @@ def _not_a_flag(value: Any) -> Any:
     return value
 
 
+def _finite(value: Any) -> Any:
+    value = _not_a_flag(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -64,7 +72,7 @@ Flag = Annotated[bool, BeforeValidator(_flag)]
 #: A whole number (``10``, ``10.0`` or ``"10"``); add bounds with ``Field(ge=...)``.
 Whole = Annotated[int, BeforeValidator(_not_a_flag)]
 #: A finite number; add bounds with ``Field(ge=..., le=...)``.
-Fraction = Annotated[float, BeforeValidator(_not_a_flag), Field(allow_inf_nan=False)]
+Fraction = Annotated[float, BeforeValidator(_finite), Field(allow_inf_nan=False)]
 #: Where a task runs: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 DeviceName = Annotated[
     str,
@@ -78,6 +86,9 @@ class TaskConfig(BaseModel):
     unless they look like a misspelt option; instances are immutable."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+    #: The order clients list the options in (``/info/``); options not named follow in field order.
+    option_order: ClassVar[tuple[str, ...]] = ()
 
 
 class TrainConfig(TaskConfig):
@@ -101,7 +112,10 @@ class TrainConfig(TaskConfig):
 def options_view(model: type[TaskConfig]) -> dict[str, Any]:
     """The options clients see (``/info/``): default values, or the choices with the default first."""
     view: dict[str, Any] = {}
-    for name, field in model.model_fields.items():
+    named = [n for n in model.option_order if n in model.model_fields]
+    order = [*named, *(n for n in model.model_fields if n not in named)]
+    for name in order:
+        field = model.model_fields[name]
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         for meta in field.metadata:
             schema = getattr(meta, "json_schema_extra", None)

@@ -6,20 +6,17 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from monai.transforms import Transform
 
-from labelloop.imaging import read_geometry, read_volume
-from labelloop.imaging.resample import resample_nearest
+from labelloop.imaging import read_geometry, read_volume, resample_nearest
 from labelloop.tasks import TrainItem
 
-from .config import PREPROCESS
-from .transforms import normalise
-
-if TYPE_CHECKING:
-    from .trainer import Dist, TrainJob
+from ..config import PREPROCESS
+from ..transforms import normalise
+from .job import Dist, TrainJob
 
 __all__ = ["LoadCased", "cached_count", "datasets", "shard"]
 

@@ -1,90 +1,40 @@
 """The training loop shared by the radiology trainers: one function per rank, ``run_rank``.
 
 Cases are read, normalised exactly as inference normalises them (``normalise``: RAS,
-3 x 3 x 4 mm, HU window) and cached by a MONAI ``CacheDataset`` within a byte budget. Each
-step trains on class-balanced random patches of ``NetworkConfig.roi_size``; each epoch ends
-with a sliding-window validation (mean foreground Dice), best-model tracking, a checkpoint
-and early stopping. The same function runs alone (one process, CPU or one GPU) or as one rank
-of a ``torch.distributed`` data-parallel run (``trainers.train_ddp``).
+3 x 3 x 4 mm, HU window) and cached by a MONAI ``CacheDataset`` within a byte budget
+(``data.datasets``). Each step trains on class-balanced random patches of
+``NetworkConfig.roi_size``; each epoch ends with a sliding-window validation (mean foreground
+Dice), best-model tracking, a checkpoint and early stopping. The same function runs alone (one
+process, CPU or one GPU) or as one rank of a ``torch.distributed`` data-parallel run
+(``ddp.train_ddp``).
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import math
 import os
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from labelloop.tasks import TrainContext, TrainItem, TrainResult
+from labelloop.tasks import TrainContext, TrainResult
 
-from .clicks import GuidanceInputs, ImageInputs
-from .config import NETWORK, NetworkConfig
-from .datasets import LoadCased, cached_count, datasets, shard
-from .metrics import dice_per_case
-from .networks import load_weights, unet
-from .segmentation import sliding_window_logits
+from ..clicks import GuidanceInputs, ImageInputs
+from ..metrics import dice_per_case
+from ..networks import load_weights, unet
+from ..segmentation import sliding_window_logits
+from .data import datasets, shard
+from .job import Dist, TrainJob
+from .progress import Progress
 
-if TYPE_CHECKING:
-    from .trainers import TrainConfig
-
-__all__ = [
-    "CHECKPOINT",
-    "WEIGHTS",
-    "Dist",
-    "LoadCased",
-    "RankOutcome",
-    "TrainJob",
-    "cached_count",
-    "run_rank",
-    "state_digest",
-]
+__all__ = ["CHECKPOINT", "WEIGHTS", "RankOutcome", "run_rank", "state_digest"]
 
 #: File names in the run's workdir: the resumable checkpoint and the best weights (a plain state dict).
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
-
-
-@dataclass(frozen=True)
-class TrainJob:
-    """Everything a rank needs to train; picklable, so it crosses to spawned ranks.
-
-    Attributes:
-        labels: label name -> value; the network predicts ``len(labels)`` classes.
-        train, val: the cases; each rank takes its share.
-        workdir: where rank 0 writes ``CHECKPOINT`` and ``WEIGHTS``.
-        init_weights: a state dict to fine-tune from (used when ``config.pretrained``).
-        resume: a checkpoint of an earlier run to continue (wins over ``init_weights``).
-        start_ts: wall-clock start of the run, seconds since the epoch.
-    """
-
-    labels: dict[str, int]
-    config: TrainConfig
-    train: tuple[TrainItem, ...]
-    val: tuple[TrainItem, ...]
-    workdir: Path
-    init_weights: Path | None = None
-    resume: Path | None = None
-    network: NetworkConfig = NETWORK
-    start_ts: float = field(default_factory=time.time)
-
-    @property
-    def in_channels(self) -> int:
-        """The image, plus one guidance channel per label for DeepEdit."""
-        return 1 + (len(self.labels) if self.config.clicks is not None else 0)
-
-
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in a data-parallel run (``torch.distributed`` is initialised)."""
-
-    rank: int
-    world_size: int
 
 
 @dataclass
@@ -93,75 +43,6 @@ class RankOutcome:
 
     result: TrainResult
     digest: str
-
-
-# ---------------------------------------------------------------- metrics and stats
-
-
-@dataclass
-class _Progress:
-    """Counters and bests of a run; ``stats`` renders MONAI Label's ``train_stats`` (section 7)."""
-
-    epoch: int = 0
-    iteration: int = 0
-    key: float = -math.inf  # what model selection maximises: val Dice, else minus the train loss
-    best_epoch: int = 0
-    stale: int = 0  # epochs since the last improvement
-    val_dice: float | None = None
-    best_val: float | None = None
-    train_loss: float | None = None
-    train_dice: float | None = None
-    best_train: float = 0.0
-    best_train_epoch: int = 0
-
-    def stats(self, job: TrainJob, iterations: int, *, final: bool = False) -> dict[str, Any]:
-        train = {
-            k: v
-            for k, v in (("train_loss", self.train_loss), ("train_mean_dice", self.train_dice))
-            if v is not None
-        }
-        best = (self.best_val or 0.0) if job.val else self.best_train
-        stats: dict[str, Any] = {
-            "rank": 0,
-            "current_epoch": self.epoch,
-            "current_iteration": self.iteration,
-            "total_epochs": job.config.max_epochs,
-            "total_iterations": iterations,
-            "epoch": self.epoch,
-            "start_ts": int(job.start_ts),
-            ("total_time" if final else "current_time"): str(
-                datetime.timedelta(seconds=int(time.time() - job.start_ts))
-            ),
-            "best_metric": best,
-            "train": {
-                "metrics": train,
-                "key_metric_name": "train_mean_dice",
-                "best_metric": self.best_train,
-                "best_metric_epoch": self.best_train_epoch,
-            },
-        }
-        if job.val:
-            val = {} if self.val_dice is None else {"val_mean_dice": self.val_dice}
-            stats["eval"] = {
-                "metrics": val,
-                "key_metric_name": "val_mean_dice",
-                "best_metric": best,
-                "best_metric_epoch": self.best_epoch,
-            }
-        return stats
-
-    def metrics(self) -> dict[str, float]:
-        """The result: the best validation Dice (and its epoch), the last epoch's training figures."""
-        found = (
-            ("train_loss", self.train_loss),
-            ("train_mean_dice", self.train_dice),
-            ("val_mean_dice", self.best_val),
-        )
-        out = {k: v for k, v in found if v is not None}
-        return {**out, "best_epoch": float(self.best_epoch)} if self.best_epoch else out
-
-
-# ---------------------------------------------------------------- the loop
 
 
 def run_rank(ctx: TrainContext, job: TrainJob, dist: Dist | None = None) -> RankOutcome:
@@ -217,7 +98,7 @@ class _Run:
             self.network.parameters(), lr=self.cfg.learning_rate, weight_decay=1e-5
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.progress = _Progress()
+        self.progress = Progress()
         self.best: dict[str, Any] | None = None
         if checkpoint:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -225,7 +106,7 @@ class _Run:
                 self.scaler.load_state_dict(checkpoint["scaler"])
             for group in self.optimizer.param_groups:
                 group["lr"] = self.cfg.learning_rate  # this run's choice, not the earlier run's
-            self.progress = _Progress(**checkpoint["progress"])
+            self.progress = Progress(**checkpoint["progress"])
             self.best = checkpoint["best_network"]
             self._log(f"resuming after epoch {self.progress.epoch} from {resume}")
         self.model: Any = self.network
