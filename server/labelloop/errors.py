@@ -28,6 +28,11 @@ __all__ = [
     "BusyError",
     "AlreadyRunningError",
     "JobNotFoundError",
+    "AuthenticationError",
+    "NotAuthenticatedError",
+    "PermissionDeniedError",
+    "TooManyAttemptsError",
+    "UserNotFoundError",
 ]
 
 
@@ -113,3 +118,23 @@ class FeatureDisabledError(LabelloopError):
 
 class BusyError(LabelloopError):
     """The server is busy; try again shortly."""
+
+
+class AuthenticationError(LabelloopError):
+    """Could not validate credentials"""
+
+
+class NotAuthenticatedError(AuthenticationError):
+    """Not authenticated"""
+
+
+class PermissionDeniedError(LabelloopError):
+    """You may not do this."""
+
+
+class TooManyAttemptsError(LabelloopError):
+    """Too many failed log-ins; wait a minute."""
+
+
+class UserNotFoundError(NotFoundError):
+    """No such user."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -15,18 +16,25 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from labelloop import __version__
 from labelloop.activelearning import ActiveLearning
 from labelloop.api import (
     ROUTERS,
+    AuditMiddleware,
+    AuthenticationMiddleware,
     BodySizeLimitMiddleware,
     CatchAllMiddleware,
     Services,
+    audit_router,
+    auth_router,
+    authorize,
+    check_routes,
     install_error_handlers,
 )
+from labelloop.auth import AuditTrail, Auth, OidcVerifier
 from labelloop.datastore import Datastore, DicomWebSource, ImportReport, PacsLink, validate_id
 from labelloop.db import Database
 from labelloop.errors import LabelloopError
@@ -36,7 +44,16 @@ from labelloop.registry import Registry
 from labelloop.settings import Settings
 from labelloop.tasks import App, InferTask, load_app
 
-__all__ = ["create_app", "build_services", "import_studies", "write_settings_file", "start_workers"]
+__all__ = [
+    "build_auth",
+    "build_services",
+    "check_exposure",
+    "create_app",
+    "import_studies",
+    "is_loopback",
+    "start_workers",
+    "write_settings_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +93,8 @@ def build_services(settings: Settings) -> Services:
     inference = InferenceService(_infer_tasks(app, settings.bundles), registry, settings.inference)
     jobs = JobService(JobQueue(db), app, datastore, settings.jobs)
     activelearning = ActiveLearning(datastore, app.strategies, settings.activelearning)
+    audit = AuditTrail(db)
+    auth = build_auth(settings, db, audit)
     return Services(
         settings=settings,
         app=app,
@@ -84,7 +103,37 @@ def build_services(settings: Settings) -> Services:
         inference=inference,
         jobs=jobs,
         activelearning=activelearning,
+        auth=auth,
+        audit=audit,
         pacs=pacs,
+    )
+
+
+def build_auth(settings: Settings, db: Database, audit: AuditTrail) -> Auth:
+    """Users and tokens on ``db``, log-ins recorded in ``audit``; an OIDC issuer's tokens too when set."""
+    oidc = OidcVerifier(settings.auth) if settings.auth.oidc_issuer else None
+    return Auth(settings.auth, db, settings.data_dir, audit, anonymous_user=settings.user, oidc=oidc)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings, *, allow_unauthenticated: bool) -> None:
+    """Refuse to serve a network address without auth (as Orthanc does since 1.5.8)."""
+    if settings.auth.enabled or allow_unauthenticated or is_loopback(settings.host):
+        return
+    raise LabelloopError(
+        f"Refusing to serve {settings.host} without authentication: anyone who can reach it could read "
+        "and delete patient data. Turn auth on (LABELLOOP_AUTH__ENABLED=true, then add users with "
+        "`labelloop user add NAME --role monailabel-admin --password-stdin`), serve on 127.0.0.1, or "
+        "pass --allow-unauthenticated if a proxy in front of it authenticates every request."
     )
 
 
@@ -161,6 +210,11 @@ def create_app(settings: Settings) -> FastAPI:
         if report is not None:
             logger.info("studies %s: %s", settings.studies, report.summary())
         app.state.services = services
+        if settings.auth.enabled and not settings.auth.oidc_issuer and not services.auth.users.all():
+            logger.warning(
+                "auth is on but there are no users: add one with "
+                "`labelloop user add NAME --role monailabel-admin --password-stdin`"
+            )
         # Jobs that were running when the server last stopped are not left RUNNING.
         await anyio.to_thread.run_sync(services.jobs.queue.reap, settings.jobs.stale_after_s)
         workers = start_workers(settings, write_settings_file(settings))
@@ -231,17 +285,28 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url="/",
         redoc_url="/docs",
+        # Every route first learns who calls it and whether their role may (api/permissions.py).
+        dependencies=[Depends(authorize)],
     )
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    # Added inside-out: CORS is outermost, so every answer (413 and 500 included) carries CORS headers.
+    if settings.auth.enabled:
+        app.include_router(auth_router)  # with auth off, /auth/ is a 404: clients read that as "off"
+    app.include_router(audit_router)
+    check_routes(app.routes)
+    # Added inside-out: CORS is outermost, so every answer (413 and 500 included) carries CORS headers;
+    # authentication comes before any body is read; the audit trail is innermost, where the route
+    # and the principal are known.
+    app.add_middleware(AuditMiddleware)
+    app.add_middleware(AuthenticationMiddleware)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.datastore.upload_max_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_credentials=True,
+        # Bearer tokens need no cookies; with "*" a browser page of any site must not get credentials.
+        allow_credentials="*" not in settings.cors_origins,
         allow_methods=["*"],
         allow_headers=["*"],
         expose_headers=["ETag", "Content-Disposition"],

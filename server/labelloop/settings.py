@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "Settings",
     "ActiveLearningSettings",
+    "AuthSettings",
     "DicomWebSettings",
     "DatastoreSettings",
     "InferenceSettings",
@@ -115,6 +116,29 @@ class ActiveLearningSettings(BaseModel):
     )
 
 
+class AuthSettings(BaseModel):
+    """Log-in, roles and tokens (``LABELLOOP_AUTH__ENABLED=true``), and an optional external OIDC issuer."""
+
+    enabled: bool = Field(False, description="Require a log-in (a bearer token) on every API route")
+    token_expiry_s: int = Field(
+        3600, ge=60, le=30 * 86400, description="Lifetime of the access tokens POST /auth/token signs"
+    )
+    login_failures_per_minute: int = Field(
+        10, ge=1, description="Failed log-ins per user and address in a minute before 429"
+    )
+    oidc_issuer: str | None = Field(
+        None, description="Also accept bearer tokens of this OpenID Connect issuer (verified with its JWKS)"
+    )
+    oidc_audience: str | None = Field(None, description="The 'aud' the issuer's tokens must carry, if any")
+    oidc_username_claim: str = Field("preferred_username", description="Claim that holds the user name")
+    oidc_roles_claim: str = Field(
+        "realm_access.roles", description="Dotted path of the claim that holds the roles (Keycloak's)"
+    )
+    oidc_jwks_cache_s: float = Field(
+        300.0, gt=0, description="How long the issuer's keys are cached (an unknown key id refetches)"
+    )
+
+
 class DicomWebSettings(BaseModel):
     """A DICOMweb studies source (``--studies http://host/dicom-web``)."""
 
@@ -151,7 +175,11 @@ class Settings(BaseSettings):
         "PostgreSQL: postgresql+psycopg://user:pass@host/db",
     )
     log_level: str = Field("INFO", description="Log level of the server log")
-    cors_origins: list[str] = Field(default_factory=lambda: ["*"], description="Allowed CORS origins")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins whose pages may call the API (JSON list, e.g. an OHIF served elsewhere); "
+        '"*" admits every origin but without credentials',
+    )
     user: str = Field("admin", description="User name recorded while authentication is off")
     datastore: DatastoreSettings = Field(default_factory=DatastoreSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
@@ -159,6 +187,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     activelearning: ActiveLearningSettings = Field(default_factory=ActiveLearningSettings)
     dicomweb: DicomWebSettings = Field(default_factory=DicomWebSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     bundles: list[Path] = Field(
         default_factory=list, description="MONAI bundle folders to serve as extra models (JSON list)"
     )

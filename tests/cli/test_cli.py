@@ -112,7 +112,8 @@ def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
 
 
 def test_settings_flags_override_environment(tmp_path: Path) -> None:
-    from labelloop.cli import _parser, _settings
+    from labelloop.cli import _parser
+    from labelloop.cli.common import settings_from as _settings
 
     os.environ["LABELLOOP_PORT"] = "9123"
     try:

@@ -36,7 +36,7 @@ def wait_until_up(url: str, timeout: float = 60.0, process: subprocess.Popen[byt
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before answering")
         try:
-            if requests.get(f"{url}/info/", timeout=2).status_code == 200:
+            if requests.get(f"{url}/info/", timeout=2).status_code in (200, 401):  # 401: auth on
                 return
         except requests.ConnectionError:
             pass

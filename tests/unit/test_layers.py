@@ -37,6 +37,8 @@ def test_apps_import_only_the_contracts(path: Path) -> None:
 PACKAGES = [
     "labelloop.activelearning",
     "labelloop.api",
+    "labelloop.auth",
+    "labelloop.cli",
     "labelloop.datastore",
     "labelloop.datastore.sources",
     "labelloop.db",

@@ -1,8 +1,27 @@
-"""HTTP only: one router per resource; parse, call a service, shape the MONAI Label response."""
+"""HTTP only: one router per resource; parse, authorize, call a service or a workflow, shape the response."""
 
+from labelloop.api.audit import AUDITED, AuditMiddleware
+from labelloop.api.audit import router as audit_router
+from labelloop.api.auth import router as auth_router
 from labelloop.api.deps import Services
 from labelloop.api.errors import CatchAllMiddleware, install_error_handlers
 from labelloop.api.limits import BodySizeLimitMiddleware
+from labelloop.api.permissions import PUBLIC, ROUTE_ROLES, AuthenticationMiddleware, authorize, check_routes
 from labelloop.api.routers import ROUTERS
 
-__all__ = ["ROUTERS", "BodySizeLimitMiddleware", "CatchAllMiddleware", "Services", "install_error_handlers"]
+__all__ = [
+    "AUDITED",
+    "PUBLIC",
+    "ROUTERS",
+    "ROUTE_ROLES",
+    "AuditMiddleware",
+    "AuthenticationMiddleware",
+    "BodySizeLimitMiddleware",
+    "CatchAllMiddleware",
+    "Services",
+    "audit_router",
+    "authorize",
+    "auth_router",
+    "check_routes",
+    "install_error_handlers",
+]

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, UploadFile
 
 from labelloop.activelearning import ActiveLearning
+from labelloop.api.permissions import principal_of
+from labelloop.auth import AuditTrail, Auth, Principal
 from labelloop.datastore import Datastore, PacsLink, Provenance
 from labelloop.errors import InvalidParamsError
 from labelloop.inference import InferenceService
@@ -25,6 +27,7 @@ __all__ = [
     "Services",
     "ServicesDep",
     "DatastoreDep",
+    "PrincipalDep",
     "UserDep",
     "client_provenance",
     "parse_json_object",
@@ -44,6 +47,8 @@ class Services:
     inference: InferenceService
     jobs: JobService
     activelearning: ActiveLearning
+    auth: Auth
+    audit: AuditTrail
     pacs: PacsLink | None = None
 
 
@@ -56,14 +61,21 @@ def get_datastore(request: Request) -> Datastore:
     return get_services(request).datastore
 
 
+def get_principal(request: Request) -> Principal:
+    """Who the request acts for (``permissions.authorize`` found them before any route runs)."""
+    return principal_of(request)
+
+
 def get_user(request: Request) -> str:
-    """The acting user; the configured name while authentication is off (MONAI Label: ``admin``)."""
-    return get_services(request).settings.user
+    """The acting user's name: the logged-in user, or the configured name while auth is off (MONAI
+    Label: ``admin``). It is recorded with every label version, job, upload and lease."""
+    return principal_of(request).name
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 DatastoreDep = Annotated[Datastore, Depends(get_datastore)]
 UserDep = Annotated[str, Depends(get_user)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def parse_json_object(raw: str | None, field: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from labelloop.datastore import PacsError
 from labelloop.errors import (
     AlreadyRunningError,
+    AuthenticationError,
     BusyError,
     ConflictError,
     FeatureDisabledError,
@@ -23,6 +24,8 @@ from labelloop.errors import (
     LabelloopError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
+    TooManyAttemptsError,
 )
 
 __all__ = ["STATUS_BY_ERROR", "status_for", "install_error_handlers", "CatchAllMiddleware"]
@@ -43,6 +46,9 @@ STATUS_BY_ERROR: tuple[tuple[type[LabelloopError], int], ...] = (
     (ConflictError, 409),
     (FeatureDisabledError, 406),
     (BusyError, 503),
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
+    (TooManyAttemptsError, 429),
     (PacsError, 502),
 )
 
@@ -60,7 +66,9 @@ async def _labelloop_error(_request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
     if status >= 500:
         logger.error("request failed: %s", exc.message, exc_info=exc)
-    return JSONResponse({"detail": exc.message}, status_code=status)
+    # OAuth 2 bearer (RFC 6750): a 401 says which scheme to use, as MONAI Label's does.
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": exc.message}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,4 +1,4 @@
-"""``labelloop serve | import | sample-data | migrate``: thin commands over the services.
+"""``labelloop serve | import | migrate | user | audit | keys | sample-data``: thin commands over services.
 
 Every flag also reads its ``LABELLOOP_*`` environment variable (through ``Settings``); a
 flag given on the command line wins.
@@ -8,100 +8,33 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from labelloop import __version__
+from labelloop.cli import users
+from labelloop.cli.common import SERVER_FLAGS, Progress, add_settings_flags, configure_logging, settings_from
 from labelloop.settings import Settings
 
 __all__ = ["main"]
 
 logger = logging.getLogger("labelloop")
 
-# flag -> Settings field
-_SERVER_FLAGS: dict[str, str] = {
-    "--app": "app",
-    "--studies": "studies",
-    "--data-dir": "data_dir",
-    "--database-url": "database_url",
-    "--host": "host",
-    "--port": "port",
-    "--log-level": "log_level",
-}
-
-
-def _field_help(name: str) -> str:
-    field = Settings.model_fields[name]
-    default = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
-    env = f"LABELLOOP_{name.upper()}"
-    shown = "current directory's apps/radiology" if name == "app" else default
-    return f"{field.description}. Env {env}; default: {shown}"
-
-
-def _add_settings_flags(parser: argparse.ArgumentParser, flags: Sequence[str]) -> None:
-    for flag in flags:
-        name = _SERVER_FLAGS[flag]
-        kind: Callable[[str], Any] = int if name == "port" else str
-        parser.add_argument(flag, dest=name, type=kind, default=None, help=_field_help(name))
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
-        name: getattr(args, name) for name in _SERVER_FLAGS.values() if getattr(args, name, None) is not None
-    }
-    return Settings(**overrides)
-
-
-def _configure_logging(settings: Settings, *, to_file: bool) -> None:
-    level = getattr(logging, settings.log_level.upper(), logging.INFO)
-    fmt = logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] (%(name)s) - %(message)s")
-    root = logging.getLogger()
-    root.setLevel(level)
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(fmt)
-    root.addHandler(console)
-    if to_file:
-        settings.log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
-            settings.log_file, maxBytes=50 * 1024 * 1024, backupCount=5, encoding="utf-8"
-        )
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-
-
-class _Progress:
-    """Progress of a long step on stderr: a rewritten line on a terminal, else a line per 10%."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.tty = sys.stderr.isatty()
-        self.last_decile = -1
-        self.started = time.monotonic()
-
-    def __call__(self, done: int, total: int, item: str) -> None:
-        pct = 100 * done // max(total, 1)
-        line = f"{self.what}: {done}/{total} ({pct}%) {item}"
-        if self.tty:
-            sys.stderr.write("\r\x1b[K" + line[:150])
-            if done >= total:
-                sys.stderr.write("\n")
-        elif pct // 10 != self.last_decile or done >= total:
-            self.last_decile = pct // 10
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from labelloop.server import create_app
+    from labelloop.errors import LabelloopError
+    from labelloop.server import check_exposure, create_app
 
-    settings = _settings(args)
-    _configure_logging(settings, to_file=True)
+    settings = settings_from(args)
+    try:
+        check_exposure(settings, allow_unauthenticated=args.allow_unauthenticated)
+    except LabelloopError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    configure_logging(settings, to_file=True)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
@@ -118,11 +51,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from labelloop.server import build_services
 
-    settings = _settings(args)
-    _configure_logging(settings, to_file=False)
+    settings = settings_from(args)
+    configure_logging(settings, to_file=False)
     services = build_services(settings)
     report = services.datastore.import_folder(
-        Path(args.folder), user=settings.user, progress=_Progress(f"import {args.folder}")
+        Path(args.folder), user=settings.user, progress=Progress(f"import {args.folder}")
     )
     print(report.summary())
     for name, reason in report.skipped:
@@ -133,8 +66,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from labelloop.db import Database
 
-    settings = _settings(args)
-    _configure_logging(settings, to_file=False)
+    settings = settings_from(args)
+    configure_logging(settings, to_file=False)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     Database(settings.resolved_database_url).migrate()
     print(f"database at head: {settings.resolved_database_url.split('@')[-1]}")
@@ -152,7 +85,7 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
             synthetic=args.synthetic,
             seed=args.seed,
             labelled=args.labelled,
-            progress=_Progress("sample data"),
+            progress=Progress("sample data"),
         )
     except SampleDataError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -177,9 +110,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         settings_file = Path(args.settings_file)
         die_with_parent()  # started by a server: go when it goes
     else:
-        settings = _settings(args)
+        settings = settings_from(args)
         settings_file = write_settings_file(settings)
-    _configure_logging(settings, to_file=True)
+    configure_logging(settings, to_file=True)
     services = build_services(settings)
     jobs_dir = settings.data_dir / "jobs"
     worker = Worker(
@@ -198,7 +131,7 @@ def _cmd_run_job(args: argparse.Namespace) -> int:
     from labelloop.server import build_services
 
     settings = _load_settings_file(args.settings_file)
-    _configure_logging(settings, to_file=False)
+    configure_logging(settings, to_file=False)
     services = build_services(settings)
     return execute_job(
         args.job_id,
@@ -224,16 +157,21 @@ def _parser() -> argparse.ArgumentParser:
         help="Serve the app and studies over HTTP (MONAI Label REST API)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    _add_settings_flags(serve, list(_SERVER_FLAGS))
+    add_settings_flags(serve, list(SERVER_FLAGS))
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="Serve a non-loopback address with auth off (only behind a proxy that authenticates)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     imp = commands.add_parser("import", help="Register a MONAI Label-style studies folder in place")
     imp.add_argument("folder", help="Folder with images at the top and labels/<tag>/<id>.<ext>")
-    _add_settings_flags(imp, ["--app", "--data-dir", "--database-url", "--log-level"])
+    add_settings_flags(imp, ["--app", "--data-dir", "--database-url", "--log-level"])
     imp.set_defaults(func=_cmd_import)
 
     worker = commands.add_parser("worker", help="Run queued jobs (training, scoring, batch inference)")
-    _add_settings_flags(worker, ["--app", "--data-dir", "--database-url", "--log-level"])
+    add_settings_flags(worker, ["--app", "--data-dir", "--database-url", "--log-level"])
     worker.add_argument("--settings-file", help=argparse.SUPPRESS)
     worker.set_defaults(func=_cmd_worker)
 
@@ -243,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     run_job.set_defaults(func=_cmd_run_job)
 
     mig = commands.add_parser("migrate", help="Apply database migrations and exit")
-    _add_settings_flags(mig, ["--data-dir", "--database-url", "--log-level"])
+    add_settings_flags(mig, ["--data-dir", "--database-url", "--log-level"])
     mig.set_defaults(func=_cmd_migrate)
 
     sample = commands.add_parser(
@@ -259,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
         "--labelled", type=int, default=4, help="Synthetic cases that start with a final label"
     )
     sample.set_defaults(func=_cmd_sample_data)
+    users.register(commands)
     return parser
 
 

@@ -1,0 +1,223 @@
+"""The audit trail over HTTP: which routes are recorded and as what, the middleware that records
+them, and ``GET /audit/`` (as JSON, or as a FHIR R4 ``Bundle`` of ``AuditEvent``).
+
+An audited request is written to the trail when its answer starts, *before* the client gets a byte,
+so no image or label leaves the server unrecorded; the request's outcome is ``failure`` for a 4xx or
+5xx (a refused log-in, a 403, a 404 for a missing case). Log-ins are recorded by ``Auth.login``
+itself; user and token changes by the ``labelloop user`` commands.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from labelloop.api.deps import ServicesDep
+from labelloop.auth import AuditEvent, AuditTrail, fhir_bundle
+from labelloop.errors import InvalidParamsError
+
+__all__ = ["AUDITED", "AuditMiddleware", "router"]
+
+logger = logging.getLogger(__name__)
+_UNAVAILABLE = b'{"detail":"The audit trail is unavailable; try again shortly"}'
+
+#: (method, route path) -> the action recorded: reads of patient data, and every change.
+AUDITED: dict[tuple[str, str], str] = {
+    ("GET", "/datastore/image"): "image.download",
+    ("GET", "/datastore/image/info"): "image.read",
+    ("PUT", "/datastore/image"): "image.upload",
+    ("PUT", "/datastore/"): "image.upload",
+    ("PUT", "/datastore/image/info"): "image.update",
+    ("DELETE", "/datastore/image"): "image.delete",
+    ("DELETE", "/datastore/"): "image.delete",
+    ("GET", "/datastore/label"): "label.download",
+    ("GET", "/datastore/label/info"): "label.read",
+    ("GET", "/datastore/label/versions"): "label.read",
+    ("PUT", "/datastore/label"): "label.save",
+    ("PUT", "/datastore/label/info"): "label.update",
+    ("PUT", "/datastore/updatelabelinfo"): "label.update",
+    ("DELETE", "/datastore/label"): "label.delete",
+    ("GET", "/datastore/dataset"): "dataset.export",
+    ("POST", "/infer/{model}"): "image.infer",
+    ("POST", "/activelearning/{strategy}"): "image.assign",
+    ("PUT", "/session/"): "session.create",
+    ("GET", "/session/{session_id}"): "session.download",
+    ("DELETE", "/session/{session_id}"): "session.delete",
+    ("GET", "/proxy/dicom/wado/{path:path}"): "study.download",
+    ("GET", "/proxy/dicom/qido/{path:path}"): "study.query",
+    ("POST", "/proxy/dicom/stow/{path:path}"): "study.upload",
+    ("POST", "/train/{model}"): "training.start",
+    ("POST", "/train/"): "training.start",
+    ("DELETE", "/train/"): "training.stop",
+    ("POST", "/batch/infer/{model}"): "batch.start",
+    ("DELETE", "/batch/infer"): "batch.stop",
+    ("GET", "/model/{model}"): "model.download",
+    ("PUT", "/model/{model}"): "model.upload",
+    ("DELETE", "/model/{model}"): "model.delete",
+    ("POST", "/model/{model}/versions/{version}/activate"): "model.activate",
+    ("GET", "/logs/"): "logs.read",
+    ("GET", "/audit/"): "audit.read",
+}
+
+# Query parameters that name what a request acts on (with the path parameters).
+_TARGET_PARAMS = ("image", "label", "id", "tag", "version", "model")
+
+
+def _target(scope: Scope) -> str | None:
+    from urllib.parse import parse_qsl
+
+    parts = [f"{k}={v}" for k, v in scope.get("path_params", {}).items()]
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    parts += [f"{k}={query[k]}" for k in _TARGET_PARAMS if k in query]
+    return " ".join(parts) or None
+
+
+class AuditMiddleware:
+    """Record each audited request (``AUDITED``) in the trail before its answer goes out.
+
+    Innermost of the middlewares: the route has been matched (``scope["route"]``) and
+    ``permissions.authorize`` has put the principal in ``scope["state"]`` by the time the answer
+    starts. If the trail cannot be written, the request answers 503 instead of going unrecorded.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                action = AUDITED.get((scope["method"], getattr(scope.get("route"), "path", "")))
+                recorded = action is None or await self._record(scope, action, message["status"])
+                if not recorded and scope["method"] in ("GET", "HEAD"):
+                    # A read goes out recorded or not at all; a change has happened already, so its
+                    # answer goes out (its own row names who made it) and the failure is logged.
+                    await send(
+                        {**message, "status": 503, "headers": [(b"content-type", b"application/json")]}
+                    )
+                    await send({"type": "http.response.body", "body": _UNAVAILABLE})
+                    raise _Unrecorded()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        except _Unrecorded:
+            return
+
+    async def _record(self, scope: Scope, action: str, status: int) -> bool:
+        principal = scope.get("state", {}).get("principal")
+        client = scope.get("client")
+        trail: AuditTrail = scope["app"].state.services.audit
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: trail.record(
+                    action,
+                    user=principal.name if principal is not None else "anonymous",
+                    outcome="success" if status < 400 else "failure",
+                    target=_target(scope),
+                    address=client[0] if client else None,
+                    details={"method": scope["method"], "path": scope["path"], "status": status},
+                )
+            )
+        except Exception:
+            logger.exception("could not write the audit trail for %s %s", scope["method"], scope["path"])
+            return False
+        return True
+
+
+class _Unrecorded(Exception):
+    """The answer was replaced by a 503 because the trail could not be written."""
+
+
+# ------------------------------------------------------------ GET /audit/
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+class AuditEventRead(BaseModel):
+    """One row of the trail, with its place in the hash chain."""
+
+    seq: int
+    ts: float = Field(description="Epoch seconds (UTC)")
+    time: str = Field(description="ISO 8601, UTC")
+    user: str
+    action: str = Field(description="<noun>.<verb>, e.g. label.download, or login")
+    outcome: Literal["success", "failure"]
+    target: str | None
+    address: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> AuditEventRead:
+        when = datetime.fromtimestamp(event.ts, UTC).isoformat().replace("+00:00", "Z")
+        return cls(**{**event.__dict__, "time": when})
+
+
+class AuditPage(BaseModel):
+    events: list[AuditEventRead]
+    next_after_seq: int | None = Field(description="Pass as after_seq for the next page; null at the end")
+
+
+def _epoch(value: str | None, name: str) -> float | None:
+    """Epoch seconds, or an ISO 8601 time (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidParamsError(
+            f"'{name}' must be epoch seconds or an ISO 8601 time, not {value!r}"
+        ) from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+@router.get(
+    "/",
+    summary="The audit trail (admin): who read and changed what, as JSON or FHIR AuditEvent",
+    response_model=AuditPage,
+    responses={
+        200: {"content": {"application/fhir+json": {}}, "description": "format=fhir: a FHIR R4 Bundle"},
+        401: {"description": "Not logged in"},
+        403: {"description": "Not an admin"},
+        422: {"description": "Bad parameter"},
+    },
+)
+async def audit_events(
+    services: ServicesDep,
+    since: Annotated[str | None, Query(description="From (inclusive): epoch seconds or ISO 8601")] = None,
+    until: Annotated[str | None, Query(description="Until (exclusive): epoch seconds or ISO 8601")] = None,
+    user: Annotated[str | None, Query(max_length=256)] = None,
+    action: Annotated[str | None, Query(max_length=64, description="e.g. label.download, login")] = None,
+    after_seq: Annotated[int | None, Query(ge=0, le=2**62, description="Page after this seq")] = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    format: Annotated[Literal["json", "fhir"], Query()] = "json",
+) -> Any:
+    trail = services.audit
+    start, end = _epoch(since, "since"), _epoch(until, "until")
+    events = await anyio.to_thread.run_sync(
+        lambda: trail.events(
+            since=start, until=end, user=user, action=action, limit=limit, after_seq=after_seq
+        )
+    )
+    if format == "fhir":
+        return JSONResponse(fhir_bundle(events, kind="searchset"), media_type="application/fhir+json")
+    more = after_seq is not None and len(events) == limit
+    return AuditPage(
+        events=[AuditEventRead.of(e) for e in events], next_after_seq=events[-1].seq if more else None
+    )

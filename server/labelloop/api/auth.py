@@ -1,0 +1,55 @@
+"""``/auth/``: log-in for MONAI Label's clients (section 2.11), mounted only while auth is on.
+
+With auth off these paths answer 404, which is how Slicer and the Python client learn that no
+log-in is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Form, Request
+
+from labelloop.api.deps import PrincipalDep, ServicesDep
+from labelloop.errors import InvalidParamsError
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.get("/", summary="Whether auth is on, and where tokens come from")
+def auth_info(services: ServicesDep) -> dict[str, Any]:
+    settings = services.settings.auth
+    return {
+        "enabled": True,
+        "client_id": "labelloop",
+        "realm": settings.oidc_issuer or "labelloop",
+        "token_endpoint": "/auth/token",
+        "token_expiry_s": settings.token_expiry_s,
+    }
+
+
+@router.post("/token", summary="Log in with a user name and password (OAuth 2 password grant)")
+async def token(
+    services: ServicesDep,
+    request: Request,
+    username: Annotated[str, Form(max_length=256)],
+    password: Annotated[str, Form(max_length=1024)],
+    grant_type: Annotated[str | None, Form()] = None,
+) -> dict[str, Any]:
+    if grant_type not in (None, "", "password"):
+        raise InvalidParamsError("Only grant_type=password is supported")
+    address = request.client.host if request.client else None
+    issued = await anyio.to_thread.run_sync(services.auth.login, username, password, address)
+    return {
+        "access_token": issued.access_token,
+        "token_type": issued.token_type,
+        "expires_in": issued.expires_in,
+    }
+
+
+@router.get("/token/valid", summary="Who the bearer token belongs to, with their roles")
+def token_valid(principal: PrincipalDep) -> dict[str, Any]:
+    return {"username": principal.name, "roles": sorted(principal.roles), "via": principal.via}

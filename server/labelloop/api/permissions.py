@@ -1,0 +1,166 @@
+"""Who may call what: the one table of the role every route needs, and the check that applies it.
+
+Roles are hierarchical (``labelloop.auth.roles``): a route that needs ``monailabel-user`` admits
+every role. With auth off everyone acts as the configured user with every role. The README's role
+table is this table; a test keeps them equal, and ``check_routes`` refuses to start a server with a
+route that is not in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import anyio.to_thread
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from labelloop.auth import ADMIN, ANNOTATOR, REVIEWER, USER, Auth, Principal, Role
+from labelloop.errors import AuthenticationError, PermissionDeniedError
+
+__all__ = [
+    "OPEN_PATHS",
+    "PUBLIC",
+    "ROUTE_ROLES",
+    "AuthenticationMiddleware",
+    "authorize",
+    "check_routes",
+    "principal_of",
+]
+
+#: Answered without a log-in even when auth is on (MONAI Label's clients log in through them).
+PUBLIC: frozenset[tuple[str, str]] = frozenset({("GET", "/auth/"), ("POST", "/auth/token")})
+
+#: Paths open without a log-in: the log-in routes, and the API's own description (no data in it).
+OPEN_PATHS: frozenset[str] = frozenset(
+    {path for _, path in PUBLIC} | {"/", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
+)
+
+#: (method, route path) -> the lowest role that may call it.
+ROUTE_ROLES: dict[tuple[str, str], Role] = {
+    # reading: info, the datastore, inference, next sample, sessions, task status
+    ("GET", "/info/"): USER,
+    ("GET", "/auth/token/valid"): USER,
+    ("GET", "/datastore/"): USER,
+    ("GET", "/datastore/image"): USER,
+    ("HEAD", "/datastore/image"): USER,
+    ("GET", "/datastore/image/info"): USER,
+    ("GET", "/datastore/label"): USER,
+    ("HEAD", "/datastore/label"): USER,
+    ("GET", "/datastore/label/info"): USER,
+    ("GET", "/datastore/label/versions"): USER,
+    ("POST", "/infer/{model}"): USER,
+    ("POST", "/activelearning/{strategy}"): USER,
+    ("GET", "/activelearning/{strategy}/ranking"): USER,
+    ("DELETE", "/activelearning/lease"): USER,
+    ("PUT", "/session/"): USER,
+    ("GET", "/session/{session_id}"): USER,
+    ("DELETE", "/session/{session_id}"): USER,
+    ("GET", "/train/"): USER,
+    ("GET", "/train/{task_id}"): USER,
+    ("GET", "/scoring/"): USER,
+    ("GET", "/batch/infer"): USER,
+    ("GET", "/model/info/{model}"): USER,
+    ("GET", "/model/{model}/versions"): USER,
+    ("GET", "/proxy/dicom/qido/{path:path}"): USER,
+    ("GET", "/proxy/dicom/wado/{path:path}"): USER,
+    ("GET", "/proxy/dicom/{path:path}"): USER,
+    # annotating: upload images, save labels and label info, store DICOM to the PACS
+    ("PUT", "/datastore/image"): ANNOTATOR,
+    ("PUT", "/datastore/"): ANNOTATOR,
+    ("PUT", "/datastore/image/info"): ANNOTATOR,
+    ("PUT", "/datastore/label"): ANNOTATOR,
+    ("PUT", "/datastore/label/info"): ANNOTATOR,
+    ("PUT", "/datastore/updatelabelinfo"): ANNOTATOR,
+    ("POST", "/proxy/dicom/stow/{path:path}"): ANNOTATOR,
+    ("POST", "/proxy/dicom/{path:path}"): ANNOTATOR,
+    # reviewing: everyone's work, dataset export
+    ("GET", "/activelearning/leases"): REVIEWER,
+    ("GET", "/activelearning/agreement"): REVIEWER,
+    ("GET", "/datastore/dataset"): REVIEWER,
+    # administering: delete, train and stop, batch inference and scoring, model weights, logs, the audit trail
+    ("DELETE", "/datastore/image"): ADMIN,
+    ("DELETE", "/datastore/"): ADMIN,
+    ("DELETE", "/datastore/label"): ADMIN,
+    ("POST", "/train/{model}"): ADMIN,
+    ("POST", "/train/"): ADMIN,
+    ("DELETE", "/train/"): ADMIN,
+    ("POST", "/batch/infer/{model}"): ADMIN,
+    ("POST", "/scoring/{method}"): ADMIN,
+    ("POST", "/scoring/"): ADMIN,
+    ("DELETE", "/scoring/"): ADMIN,
+    ("DELETE", "/batch/infer"): ADMIN,
+    ("GET", "/model/{model}"): ADMIN,
+    ("PUT", "/model/{model}"): ADMIN,
+    ("DELETE", "/model/{model}"): ADMIN,
+    ("POST", "/model/{model}/versions/{version}/activate"): ADMIN,
+    ("GET", "/logs/"): ADMIN,
+    ("GET", "/logs/gpu"): ADMIN,
+    ("GET", "/audit/"): ADMIN,
+}
+
+
+def check_routes(routes: Iterable[object]) -> None:
+    """Refuse an app with a route that the table does not name (a new route must say who may call it)."""
+    missing = [
+        f"{method} {route.path}"
+        for route in routes
+        if isinstance(route, APIRoute)
+        for method in sorted(route.methods or ())
+        if (method, route.path) not in ROUTE_ROLES and (method, route.path) not in PUBLIC
+    ]
+    if missing:
+        raise RuntimeError(f"routes without a role in labelloop.api.permissions.ROUTE_ROLES: {missing}")
+
+
+class AuthenticationMiddleware:
+    """Who calls: the bearer token checked before anything else, the request body included.
+
+    A request without a valid token gets 401 (``{"detail"}`` with ``WWW-Authenticate: Bearer``, as
+    MONAI Label answers) before a byte of its body is read, so an anonymous client cannot make the
+    server spool or parse an upload. The principal goes to ``scope["state"]["principal"]``; with auth
+    off it is the configured user with every role.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        auth: Auth = scope["app"].state.services.auth
+        principal = auth.anonymous
+        if auth.enabled and scope["path"] not in OPEN_PATHS:
+            header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+            try:
+                principal = await anyio.to_thread.run_sync(auth.principal, header)
+            except AuthenticationError as exc:
+                answer = JSONResponse(
+                    {"detail": exc.message}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
+                await answer(scope, receive, send)
+                return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def principal_of(request: Request) -> Principal:
+    """The principal ``AuthenticationMiddleware`` found for this request."""
+    principal: Principal = request.state.principal
+    return principal
+
+
+def authorize(request: Request) -> None:
+    """Every route's first dependency: may the caller's role call this route?
+
+    ``PermissionDeniedError`` (403, MONAI Label's wording) if not.
+    """
+    route = request.scope.get("route")
+    key = (request.method, getattr(route, "path", ""))
+    if key in PUBLIC:
+        return
+    required = ROUTE_ROLES.get(key, ADMIN)
+    if not principal_of(request).has(required):
+        raise PermissionDeniedError(f'Role "{required}" is required to perform this action')
