@@ -262,7 +262,7 @@ def serve(
                     f"labelloop serve exited with {process.returncode}; its log:\n{server.log_tail()}"
                 )
             try:
-                if requests.get(f"{url}/info/", timeout=2).status_code == 200:
+                if requests.get(f"{url}/info/", timeout=2).status_code in (200, 401):  # 401: auth on
                     break
             except requests.ConnectionError:
                 pass
