@@ -305,3 +305,54 @@ def test_the_readme_role_table_is_the_one_the_server_applies() -> None:
         assert allowed and allowed == list(ROLES[ROLES.index(allowed[0]) :]), f"{row}: not hierarchical"
         documented[(method, path)] = allowed[0]
     assert documented == ROUTE_ROLES
+
+
+def test_with_auth_on_leases_are_the_users_whatever_client_id_says(
+    auth_server: LiveServer, users_of: Callable[[LiveServer], UserStore], volumes: Callable[..., Path]
+) -> None:
+    users_of(auth_server).add("other", ["monailabel-annotator"], PASSWORD)
+    ann, other, reviewer = (
+        bearer(auth_server, "annotator"),
+        bearer(auth_server, "other"),
+        bearer(auth_server, "reviewer"),
+    )
+    for case in ("case1", "case2"):
+        with volumes(f"{case}.nii.gz").open("rb") as f:
+            put = requests.put(
+                f"{auth_server.url}/datastore/image?image={case}", files={"file": f}, headers=ann, timeout=60
+            )
+        assert put.status_code == 200
+    # The annotator's client claims to be someone else: the lease is still the annotator's.
+    leased = requests.post(
+        f"{auth_server.url}/activelearning/random", json={"client_id": "other"}, headers=ann, timeout=30
+    ).json()
+    leases = requests.get(f"{auth_server.url}/activelearning/leases", headers=reviewer, timeout=30).json()
+    assert [(lease["image"], lease["holder"]) for lease in leases] == [(leased["id"], "annotator")]
+    # Another annotator cannot give it back in the annotator's name ...
+    stolen = requests.delete(
+        f"{auth_server.url}/activelearning/lease",
+        params={"image": leased["id"], "client_id": "annotator"},
+        headers=other,
+        timeout=30,
+    )
+    assert stolen.status_code == 404 and "'other' holds no lease" in stolen.json()["detail"]
+    # ... and is handed the other image, not the leased one.
+    second = requests.post(
+        f"{auth_server.url}/activelearning/random", json={"client_id": "annotator"}, headers=other, timeout=30
+    )
+    assert second.json()["id"] != leased["id"]
+    with volumes("label.nrrd", kind="label").open("rb") as f:
+        saved = requests.put(
+            f"{auth_server.url}/datastore/label?image={leased['id']}&tag=final",
+            files={"label": f},
+            data={"params": '{"client_id": "other"}'},
+            headers=ann,
+            timeout=60,
+        ).json()
+    assert saved.get("lease_ended") is True, saved
+    assert (
+        requests.get(f"{auth_server.url}/activelearning/leases", headers=reviewer, timeout=30).json()[0][
+            "holder"
+        ]
+        == "other"
+    )

@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Body, Query
 
 from labelloop.api import schemas
-from labelloop.api.deps import ServicesDep, UserDep
+from labelloop.api.deps import PrincipalDep, ServicesDep, UserDep, lease_holder
 from labelloop.datastore import validate_id
 
 __all__ = ["router"]
@@ -26,12 +26,12 @@ def open_leases(services: ServicesDep) -> list[schemas.LeaseRead]:
 @router.delete("/lease", summary="Give an image back before saving a final label")
 def release(
     services: ServicesDep,
-    user: UserDep,
+    principal: PrincipalDep,
     image: Annotated[str, Query()],
     client_id: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
     validate_id(image)
-    services.activelearning.release(image, client_id or user)
+    services.activelearning.release(image, lease_holder(principal, client_id))
     return {}
 
 
@@ -60,10 +60,15 @@ def ranking(
 async def next_sample(
     services: ServicesDep,
     user: UserDep,
+    principal: PrincipalDep,
     strategy: str,
     params: Annotated[dict[str, Any] | None, Body()] = None,
 ) -> schemas.NextSampleRead:
+    params = dict(params or {})
+    if principal.via != "anonymous":
+        # Logged in: the lease is the user's, whatever client_id the client sends.
+        params["client_id"] = lease_holder(principal, None)
     handout = await anyio.to_thread.run_sync(
-        partial(services.activelearning.next_sample, strategy, params or {}, user)
+        partial(services.activelearning.next_sample, strategy, params, user)
     )
     return schemas.next_sample(strategy, handout)

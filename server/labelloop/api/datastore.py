@@ -10,6 +10,7 @@ from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
 from labelloop.api import schemas
 from labelloop.api.deps import (
     DatastoreDep,
+    PrincipalDep,
     ServicesDep,
     UserDep,
     client_provenance,
@@ -126,7 +127,7 @@ def put_image_info(
 )
 def put_label(
     services: ServicesDep,
-    user: UserDep,
+    principal: PrincipalDep,
     response: Response,
     image: Annotated[str, Query()],
     label: Annotated[UploadFile, File()],
@@ -136,7 +137,7 @@ def put_label(
 ) -> schemas.LabelSavedRead:
     validate_id(image)
     tag = validate_tag(tag)
-    provenance = client_provenance(parse_json_object(params, "params"), user)
+    provenance = client_provenance(parse_json_object(params, "params"), principal)
     with spooled_upload(services.datastore, label) as path:
         file = LabelFile(path, label.filename, disposable=True)
         request = LabelSave(image, tag, file, provenance, parse_if_match(if_match))

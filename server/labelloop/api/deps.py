@@ -30,6 +30,7 @@ __all__ = [
     "PrincipalDep",
     "UserDep",
     "client_provenance",
+    "lease_holder",
     "parse_json_object",
     "spooled_upload",
     "spooled_uploads",
@@ -107,16 +108,27 @@ def _model_version(value: Any) -> int | None:
     return None
 
 
-def client_provenance(params: dict[str, Any], user: str) -> Provenance:
+def lease_holder(principal: Principal, client_id: str | None) -> str:
+    """Who holds a lease: the logged-in user; with auth off, the client's ``client_id`` if it sends
+    one (it is all that tells annotators apart), else the configured user. A logged-in annotator
+    can therefore never take, end or give back a lease in someone else's name."""
+    if principal.via != "anonymous":
+        return principal.name
+    return client_id or principal.name
+
+
+def client_provenance(params: dict[str, Any], principal: Principal) -> Provenance:
     """The provenance of a label a client saves, from MONAI Label's ``params`` form field.
 
-    ``client_id`` names the annotator; ``model`` and ``model_version`` (sent by our clients after
-    an inference) say which output the label started from. Anything else is stored as sent.
+    The author is who the request acts for; ``client_id`` is the client's own name for the
+    annotator; ``model`` and ``model_version`` (sent by our clients after an inference) say which
+    output the label started from. Anything else is stored as sent.
     """
     client_id = params.get("client_id")
     model = params.get("model")
     return Provenance(
-        author=user,
+        signed_in=principal.via != "anonymous",
+        author=principal.name,
         client_id=str(client_id) if client_id is not None else None,
         source="upload",
         model=model if isinstance(model, str) else None,

@@ -119,6 +119,7 @@ class Provenance:
         model_version: that model's version; with ``model`` but no version, the save looks up the
             version of the newest output of ``model`` for the image.
         params: the client's params as sent, stored verbatim with the version (label info).
+        signed_in: the author logged in, so their name (not the client's) holds leases.
     """
 
     author: str
@@ -127,11 +128,13 @@ class Provenance:
     model: str | None = None
     model_version: int | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    signed_in: bool = False
 
     @property
     def holder(self) -> str:
-        """Who holds leases for this save: the client's annotator name, else the user."""
-        return self.client_id or self.author
+        """Who holds leases for this save: a logged-in author; else the client's annotator name, else
+        the user (with auth off, ``client_id`` is all that tells annotators apart)."""
+        return self.author if self.signed_in else self.client_id or self.author
 
 
 @dataclass(frozen=True)
