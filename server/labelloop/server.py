@@ -143,6 +143,7 @@ def write_settings_file(settings: Settings) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"settings-{os.getpid()}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when a file of that name was left with wider permissions
     with os.fdopen(fd, "w") as f:
         f.write(settings.model_dump_json())
     return path

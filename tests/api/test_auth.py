@@ -216,6 +216,10 @@ def test_signing_keys_are_private_and_rotation_keeps_the_previous_key(
     before = bearer(auth_server, "user")
     path = auth_server.data_dir / "auth" / "signing-keys.json"
     assert path.stat().st_mode & 0o777 == 0o600
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
+    for written in (auth_server.data_dir / "run").glob("settings-*.json"):
+        assert written.stat().st_mode & 0o777 == 0o600  # the workers' settings
+        assert path.read_text() not in written.read_text()
     keys = SigningKeys(path)
     keys.rotate()
     after = bearer(auth_server, "user")
