@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, and_, func, select, update
 
 from labelloop.datastore.blobs import sha256_file
 from labelloop.datastore.counters import IMAGES, bump, label_counter
@@ -252,25 +252,28 @@ class ImageStore:
     ) -> tuple[ImageRecord, str | None]:
         """Insert or update the row; returns the record and an owned blob key that is now unused."""
         now = self._ctx.clock()
+        locked = select(images).where(images.c.id == image_id).with_for_update()
         with self._ctx.db.write() as conn:
-            row = (
-                conn.execute(select(images).where(images.c.id == image_id).with_for_update())
-                .mappings()
-                .first()
-            )
+            row = conn.execute(locked).mappings().first()
             if row is None:
-                conn.execute(
-                    insert(images).values(
+                # ON CONFLICT DO NOTHING: a writer that inserted the same new id meanwhile (another
+                # server uploading it, or registering the same studies folder) wins, and this one
+                # goes on as an update of that row instead of failing on the primary key.
+                inserted = conn.execute(
+                    self._ctx.db.insert_ignore(
+                        images,
                         id=image_id,
                         info={**info, "user": user},
                         created_by=user,
                         created_at=now,
                         updated_at=now,
                         **values,
-                    )
-                )
-                bump(self._ctx.db, conn, IMAGES, +1)
-                return self.get_in(conn, image_id), None
+                    ).returning(images.c.id)
+                ).first()
+                if inserted is not None:
+                    bump(self._ctx.db, conn, IMAGES, +1)
+                    return self.get_in(conn, image_id), None
+                row = conn.execute(locked).mappings().one()
             live = row["deleted_at"] is None
             if live and row["sha256"] == values["sha256"] and row["owned"] == values["owned"]:
                 # The same content again: keep the stored file, merge the info.

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.dml import Insert
 
 __all__ = ["MIGRATIONS", "Database"]
 
@@ -102,8 +102,12 @@ class Database:
         if not self.is_sqlite:
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
 
-    def insert_ignore(self, table: Table, **values: Any) -> Executable:
-        """``INSERT ... ON CONFLICT DO NOTHING`` for this backend."""
+    def insert_ignore(self, table: Table, **values: Any) -> Insert:
+        """``INSERT ... ON CONFLICT DO NOTHING`` for this backend.
+
+        Whether it inserted: add ``.returning(<key column>)`` and see if a row comes back (the
+        result's ``rowcount`` is -1 on PostgreSQL with psycopg).
+        """
         if self.is_sqlite:
             from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 

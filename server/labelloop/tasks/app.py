@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,9 @@ class App:
         return [name for name, _ in sorted(self.labels.items(), key=lambda kv: kv[1])]
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
 def load_app(folder: Path) -> App:
     """Import the app package in ``folder`` and call its ``build_app() -> App``.
 
@@ -83,20 +87,23 @@ def load_app(folder: Path) -> App:
     if not init.is_file():
         raise AppLoadError(f"{folder} is not an app folder: it has no __init__.py")
     module_name = f"labelloop_app_{folder.name.replace('-', '_')}"
-    module = sys.modules.get(module_name)
-    if module is None or Path(getattr(module, "__file__", "")).resolve() != init:
-        spec = importlib.util.spec_from_file_location(
-            module_name, init, submodule_search_locations=[str(folder)]
-        )
-        if spec is None or spec.loader is None:
-            raise AppLoadError(f"Cannot import the app in {folder}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception:
-            sys.modules.pop(module_name, None)
-            raise
+    # One import at a time: a second server starting in this process must not find the module
+    # half-executed in sys.modules.
+    with _IMPORT_LOCK:
+        module = sys.modules.get(module_name)
+        if module is None or Path(getattr(module, "__file__", "")).resolve() != init:
+            spec = importlib.util.spec_from_file_location(
+                module_name, init, submodule_search_locations=[str(folder)]
+            )
+            if spec is None or spec.loader is None:
+                raise AppLoadError(f"Cannot import the app in {folder}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception:
+                sys.modules.pop(module_name, None)
+                raise
     build = getattr(module, "build_app", None)
     if not callable(build):
         raise AppLoadError(f"The app in {folder} defines no build_app() function")
