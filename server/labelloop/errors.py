@@ -33,6 +33,8 @@ __all__ = [
     "PermissionDeniedError",
     "TooManyAttemptsError",
     "UserNotFoundError",
+    "QuotaExceededError",
+    "StorageFullError",
 ]
 
 
@@ -138,3 +140,11 @@ class TooManyAttemptsError(LabelloopError):
 
 class UserNotFoundError(NotFoundError):
     """No such user."""
+
+
+class QuotaExceededError(LabelloopError):
+    """Too many of these at once (429); remove some first."""
+
+
+class StorageFullError(LabelloopError):
+    """The storage set aside for this is full (507)."""

@@ -70,10 +70,19 @@ def _infer_tasks(app: App, bundles: list[Path]) -> dict[str, InferTask]:
     return tasks
 
 
+def _label_max(app: App, tasks: dict[str, InferTask]) -> int | None:
+    """The largest label index the app and its models know: labels may hold 0 to it."""
+    indices = [*app.labels.values()]
+    for task in tasks.values():
+        indices += task.spec.labels.values()
+    return max(indices, default=None) or None
+
+
 def build_services(settings: Settings) -> Services:
     """Open (and migrate) the database, the datastore, the registry and the app; no HTTP involved."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = load_app(settings.app)
+    infer_tasks = _infer_tasks(app, settings.bundles)
     db = Database(settings.resolved_database_url)
     db.migrate()
     pacs = None
@@ -88,9 +97,10 @@ def build_services(settings: Settings) -> Services:
         name=app.name,
         description=app.description,
         remote=pacs,
+        label_max=_label_max(app, infer_tasks),
     )
     registry = Registry(db, datastore.blobs)
-    inference = InferenceService(_infer_tasks(app, settings.bundles), registry, settings.inference)
+    inference = InferenceService(infer_tasks, registry, settings.inference)
     jobs = JobService(JobQueue(db), app, datastore, settings.jobs)
     activelearning = ActiveLearning(datastore, app.strategies, settings.activelearning)
     audit = AuditTrail(db)
@@ -204,9 +214,11 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await anyio.to_thread.run_sync(build_services, settings)
-        removed = services.datastore.blobs.clean_scratch(older_than_s=3600)
-        if removed:
-            logger.info("removed %d stale scratch files", removed)
+        scratch, orphans = await anyio.to_thread.run_sync(services.datastore.clean_leftovers)
+        if scratch or orphans:
+            logger.info(
+                "removed %d stale scratch files and %d files whose row never committed", scratch, orphans
+            )
         report = await anyio.to_thread.run_sync(import_studies, services)
         if report is not None:
             logger.info("studies %s: %s", settings.studies, report.summary())

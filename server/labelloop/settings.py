@@ -52,6 +52,32 @@ class DatastoreSettings(BaseModel):
     origin_tolerance_voxels: float = Field(
         0.5, ge=0, description="Largest origin difference between label and image, in voxels"
     )
+    max_voxels: int = Field(
+        2**30,
+        gt=0,
+        description="Most voxels an uploaded image or label may declare (1024^3; 512x512x2000 is 0.5 G)",
+    )
+    max_decoded_bytes: int = Field(
+        4 * 1024**3,
+        gt=0,
+        description="Most bytes decoding one upload may hold (stored pixels plus the array), from its header",
+    )
+    decode_budget_bytes: int = Field(
+        6 * 1024**3,
+        gt=0,
+        description="Bytes all uploads being decoded at once may hold together; more wait, then get 503",
+    )
+    decode_wait_s: float = Field(
+        30.0, ge=0, description="How long an upload waits for decode budget before 503"
+    )
+    max_label_value: int | None = Field(
+        None,
+        ge=1,
+        description="Largest value a label may hold; default: the largest label index of the app's models",
+    )
+    max_info_bytes: int = Field(
+        64 * 1024, gt=0, description="Largest image or label info object (serialized JSON, bytes)"
+    )
 
 
 class SessionSettings(BaseModel):
@@ -60,6 +86,10 @@ class SessionSettings(BaseModel):
     enabled: bool = True
     max_expiry_s: int = Field(3600, gt=0, description="Longest allowed session lifetime in seconds")
     cleanup_interval_s: float = Field(300.0, gt=0, description="How often expired sessions are removed")
+    max_sessions: int = Field(100, ge=1, description="Most live sessions at once; more get 429")
+    max_total_bytes: int = Field(
+        20 * 1024**3, gt=0, description="Most bytes all live sessions' images may take on disk; more get 507"
+    )
 
 
 class InferenceSettings(BaseModel):
@@ -68,6 +98,9 @@ class InferenceSettings(BaseModel):
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
     workers: int = Field(1, ge=1, description="Inference threads (each runs one request at a time)")
     queue_size: int = Field(16, ge=1, description="Requests waiting or running before new ones get 503")
+    max_clicks: int = Field(
+        1000, ge=1, description="Most clicks (foreground and background points) in one request"
+    )
     cache_bytes: int = Field(
         2 * 1024**3, ge=0, description="Memory for loaded and preprocessed images, in bytes"
     )

@@ -360,3 +360,11 @@ def test_with_auth_on_leases_are_the_users_whatever_client_id_says(
         ]
         == "other"
     )
+
+
+def test_sessions_record_who_made_them(auth_server: LiveServer, volumes: Callable[..., Path]) -> None:
+    user = bearer(auth_server, "user")
+    with volumes("s.nii.gz").open("rb") as f:
+        made = requests.put(f"{auth_server.url}/session/", files={"files": f}, headers=user, timeout=60)
+    assert made.status_code == 200, made.text
+    assert made.json()["session_info"]["created_by"] == "user"

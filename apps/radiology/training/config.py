@@ -32,10 +32,11 @@ class RadiologyTrainConfig(TrainConfig):
 
     Attributes:
         learning_rate: AdamW learning rate, ``[0, 1]`` (``0`` freezes the weights).
-        early_stop_patience: stop after this many epochs without improvement; ``-1``: never.
-        train_batch_size: images per step; each gives ``samples_per_image`` patches.
-        samples_per_image: random patches cropped from each image per step.
-        cache_bytes: memory budget of the cached, preprocessed cases, bytes.
+        early_stop_patience: stop after this many epochs without improvement (at most 100,000);
+            ``-1``: never.
+        train_batch_size: images per step, 1 to 1024; each gives ``samples_per_image`` patches.
+        samples_per_image: random patches cropped from each image per step, 1 to 1024.
+        cache_bytes: memory budget of the cached, preprocessed cases, bytes (at most 1 TiB).
         device: as in ``TrainConfig``; with several GPUs, ``auto`` and ``cuda`` train on all of them.
         seed: also seeds patch sampling and simulated clicks.
     """
@@ -53,10 +54,10 @@ class RadiologyTrainConfig(TrainConfig):
     )
 
     learning_rate: Fraction = Field(1e-3, ge=0.0, le=1.0)
-    early_stop_patience: Patience = 10
-    train_batch_size: Whole = Field(2, ge=1)
-    samples_per_image: Whole = Field(2, ge=1)
-    cache_bytes: Whole = Field(2 * 1024**3, ge=0)
+    early_stop_patience: Annotated[Patience, Field(le=100_000)] = 10
+    train_batch_size: Whole = Field(2, ge=1, le=1024)
+    samples_per_image: Whole = Field(2, ge=1, le=1024)
+    cache_bytes: Whole = Field(2 * 1024**3, ge=0, le=2**40)
 
     @property
     def clicks(self) -> ClickConfig | None:

@@ -25,6 +25,8 @@ from labelloop.errors import (
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    QuotaExceededError,
+    StorageFullError,
     TooManyAttemptsError,
 )
 
@@ -49,6 +51,8 @@ STATUS_BY_ERROR: tuple[tuple[type[LabelloopError], int], ...] = (
     (AuthenticationError, 401),
     (PermissionDeniedError, 403),
     (TooManyAttemptsError, 429),
+    (QuotaExceededError, 429),
+    (StorageFullError, 507),
     (PacsError, 502),
 )
 

@@ -22,8 +22,6 @@ from labelloop.datastore import (
     ORIGINAL_TAG,
     LabelFile,
     Provenance,
-    read_image,
-    read_label,
     sha256_file,
     validate_id,
     validate_tag,
@@ -73,7 +71,6 @@ def _resolve(
 ) -> Iterator[_Inputs]:
     """Turn the request's image reference (session, upload or id) into an ``ImageSource``."""
     ds = services.datastore
-    settings = services.settings.datastore
     image_ref = params.get("image", image) or ""
     with ExitStack() as stack:
         image_id: str | None = None
@@ -85,7 +82,10 @@ def _resolve(
             ext = "".join(Path(session.image_name).suffixes[-2:]) or ".nii.gz"
         elif file is not None:
             upload = stack.enter_context(spooled_upload(ds, file))
-            volume = read_image(upload, settings)  # validated now: a bad upload is a 4xx, not a model error
+            # Validated now (a bad upload is a 4xx, not a model error), within the decode limits, and
+            # its share of the decode budget held until the request ends: N uploads waiting for the
+            # inference queue cannot hold more decoded voxels than the budget.
+            volume = stack.enter_context(ds.decoder.image(upload))
             source = ImageSource(key=f"upload:{sha256_file(upload)}", load=lambda: volume)
             geometry = volume.geometry
             ext = ".nrrd" if sniff(upload) == "nrrd" else ".nii.gz"
@@ -104,8 +104,22 @@ def _resolve(
         label_volume = None
         if label is not None:
             label_path = stack.enter_context(spooled_upload(ds, label))
-            label_volume = read_label(label_path, label.filename, geometry, settings)
+            label_volume = stack.enter_context(ds.decoder.label(label_path, label.filename, geometry))
         yield _Inputs(source=source, label=label_volume, image_ext=ext, image_id=image_id)
+
+
+def _check_clicks(params: dict[str, Any], most: int) -> None:
+    """Refuse more than ``most`` clicks: every list of points in ``params`` (``foreground``,
+    ``background``, or a label's name as DeepEdit clients send them) counts."""
+    clicks = sum(
+        len(value)
+        for value in params.values()
+        if isinstance(value, list) and value and all(isinstance(p, list | tuple) for p in value)
+    )
+    if clicks > most:
+        raise InvalidParamsError(
+            f"{clicks} clicks sent; at most {most} are accepted (setting inference.max_clicks)"
+        )
 
 
 def _output_options(params: dict[str, Any], default_ext: str) -> tuple[str, np.dtype[Any]]:
@@ -182,6 +196,7 @@ async def infer(
     inference = services.inference
     spec = inference.spec(model)
     parsed = parse_json_object(params, "params")
+    _check_clicks(parsed, services.settings.inference.max_clicks)
     if output == "dicom_seg" and services.pacs is None:
         raise FeatureDisabledError(
             "DICOM SEG output needs a DICOMweb datastore; this server's studies are files. "

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, UploadFile
 
-from labelloop.api.deps import ServicesDep, spooled_uploads
+from labelloop.api.deps import ServicesDep, UserDep, spooled_uploads
 from labelloop.api.files import download
 from labelloop.datastore.sessions import SessionStore
 from labelloop.errors import FeatureDisabledError
@@ -25,13 +25,14 @@ def _store(services: ServicesDep) -> SessionStore:
 @router.put("/", summary="Create a session from one image file, a zipped DICOM series, or DICOM slices")
 def create_session(
     services: ServicesDep,
+    user: UserDep,
     files: Annotated[list[UploadFile], File()],
     uncompress: Annotated[bool, Query()] = False,
     expiry: Annotated[int, Query()] = 0,
 ) -> dict[str, Any]:
     store = _store(services)
     with spooled_uploads(services.datastore, files) as spooled:
-        record = store.create(spooled, uncompress=uncompress, expiry=expiry)
+        record = store.create(spooled, uncompress=uncompress, expiry=expiry, user=user)
     return {"session_id": record.id, "session_info": store.info(record)}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_OWNER = socket.gethostname().replace(".", "_") or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class BlobStore:
     """Content under ``root``, addressed by keys like ``labels/3f/<uuid>.nrrd``."""
 
@@ -54,23 +68,46 @@ class BlobStore:
         return f"{kind}/{token[:2]}/{token}/{filename}"
 
     def new_scratch(self, suffix: str = "") -> Path:
-        """A fresh temporary file path under the data directory; the caller removes it."""
-        return self.tmp / f"{uuid.uuid4().hex}{suffix}"
+        """A fresh temporary file path under the data directory; the caller removes it.
+
+        Its name starts with this host and process (``<host>.<pid>.``), so a server starting after
+        a crash or an out-of-memory kill knows which leftovers no live process of this host owns.
+        """
+        return self.tmp / f"{_OWNER}.{os.getpid()}.{uuid.uuid4().hex}{suffix}"
 
     def clean_scratch(self, older_than_s: float) -> int:
-        """Remove scratch files older than ``older_than_s`` (left by a crash); returns how many."""
+        """Remove scratch files whose process on this host is gone, and any older than
+        ``older_than_s`` (another host's, sharing the data directory); returns how many."""
         import time
 
         cutoff = time.time() - older_than_s
         removed = 0
         for path in self.tmp.iterdir():
+            owner, _, rest = path.name.partition(".")
+            pid = rest.partition(".")[0]
+            dead = owner == _OWNER and pid.isdigit() and not _alive(int(pid))
             try:
-                if path.stat().st_mtime < cutoff:
+                if dead or path.stat().st_mtime < cutoff:
                     path.unlink()
                     removed += 1
             except FileNotFoundError:
                 continue
         return removed
+
+    def keys_under(self, kind: str, older_than_s: float) -> Iterator[str]:
+        """Keys of the files under ``<kind>/`` last changed more than ``older_than_s`` ago."""
+        import time
+
+        cutoff = time.time() - older_than_s
+        base = self.root / kind
+        if not base.is_dir():
+            return
+        for path in base.rglob("*"):
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    yield str(path.relative_to(self.root))
+            except FileNotFoundError:
+                continue
 
     @contextmanager
     def scratch(self, suffix: str = "") -> Iterator[Path]:
@@ -91,7 +128,7 @@ class BlobStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         if move and source.parent == self.tmp:
             return self._move(source, target)
-        partial = self.tmp / f"{uuid.uuid4().hex}.partial"
+        partial = self.new_scratch(".partial")
         digest = hashlib.sha256()
         size = 0
         try:

@@ -180,7 +180,7 @@ class ImageStore:
                 raise InvalidInputError("Give an image id or upload a file with a name")
             image_id = strip_extensions(filename)
         validate_id(image_id)
-        with accept_image(source, filename, self._ctx.blobs, self._ctx.settings) as accepted:
+        with accept_image(source, filename, self._ctx.blobs, self._ctx.decoder) as accepted:
             name = f"{image_id}{accepted.ext}"
             key = self._ctx.blobs.new_key("images", name)
             sha256, size = self._ctx.blobs.put(key, accepted.file, move=disposable or accepted.converted)

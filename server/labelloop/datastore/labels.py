@@ -115,7 +115,7 @@ class LabelStore:
         """Check the file against the image, write a PACS image's final label back, store the blob."""
         params = dict(provenance.params)
         with accept_label(
-            file.path, file.filename, image.geometry, self._ctx.blobs, self._ctx.settings
+            file.path, file.filename, image.geometry, self._ctx.blobs, self._ctx.decoder
         ) as accepted:
             if image.remote and tag == DEFAULT_TAG and write_back and self._ctx.remote is not None:
                 author = SegAuthor(

@@ -115,6 +115,7 @@ sessions = Table(
     Column("image_name", String(255), nullable=False),
     Column("meta", JSON, nullable=False),
     Column("client_id", String(256), nullable=True),
+    Column("created_by", String(128), nullable=False, server_default=""),
     Column("created_at", Float, nullable=False),
     Column("last_access_at", Float, nullable=False),
     Column("expiry_s", Integer, nullable=False),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from labelloop.datastore.blobs import BlobStore
+from labelloop.datastore.intake import Decoder
 from labelloop.db import Database
 from labelloop.errors import NotFoundError
 from labelloop.imaging import Geometry
@@ -49,6 +50,7 @@ class Context:
     blobs: BlobStore
     settings: DatastoreSettings
     clock: Callable[[], float]
+    decoder: Decoder
     remote: RemoteImages | None = None
 
     def resolve(self, location: str, owned: bool) -> Path:
@@ -197,6 +199,7 @@ class SessionRecord:
     created_at: float
     last_access_at: float
     expiry_s: int
+    created_by: str = ""
 
     @property
     def image_path(self) -> Path:

@@ -6,10 +6,14 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from sqlalchemy import select
+
 from labelloop.datastore.blobs import BlobStore
 from labelloop.datastore.export import write_dataset_zip
 from labelloop.datastore.images import ImageStore
+from labelloop.datastore.intake import Decoder
 from labelloop.datastore.labels import LabelStore
+from labelloop.datastore.models import images, label_versions
 from labelloop.datastore.records import Context, RemoteImages
 from labelloop.datastore.sessions import SessionStore
 from labelloop.datastore.sources.folder import ImportReport, Progress, import_folder
@@ -39,13 +43,16 @@ class Datastore:
         description: str = "labelloop datastore",
         clock: Callable[[], float] = time.time,
         remote: RemoteImages | None = None,
+        label_max: int | None = None,
     ) -> None:
         self.db = db
+        settings = settings or DatastoreSettings()
         self.ctx = Context(
             db=db,
             blobs=BlobStore(data_dir),
-            settings=settings or DatastoreSettings(),
+            settings=settings,
             clock=clock,
+            decoder=Decoder(settings, label_max=label_max),
             remote=remote,
         )
         self.images = ImageStore(self.ctx)
@@ -58,6 +65,34 @@ class Datastore:
     @property
     def blobs(self) -> BlobStore:
         return self.ctx.blobs
+
+    @property
+    def decoder(self) -> Decoder:
+        """Reads uploads within the size limits and the process-wide decode budget."""
+        return self.ctx.decoder
+
+    def clean_leftovers(
+        self, *, scratch_after_s: float = 3600.0, orphan_after_s: float = 600.0
+    ) -> tuple[int, int]:
+        """Remove what a crash or an out-of-memory kill left: scratch files no live process of this
+        host owns (another host's after ``scratch_after_s``), and image and label files whose row
+        never committed, once ``orphan_after_s`` old (a save in flight on another server stores its
+        file a moment before its row). Returns ``(scratch files, orphan files)`` removed.
+        """
+        scratch = self.blobs.clean_scratch(older_than_s=scratch_after_s)
+        with self.db.read() as conn:
+            known = {row.location for row in conn.execute(select(label_versions.c.location))}
+            known |= {
+                row.location
+                for row in conn.execute(select(images.c.location).where(images.c.owned.is_(True)))
+            }
+        orphans = 0
+        for kind in ("labels", "images"):
+            for key in list(self.blobs.keys_under(kind, older_than_s=orphan_after_s)):
+                if key not in known:
+                    self.blobs.delete(key)
+                    orphans += 1
+        return scratch, orphans
 
     def refresh_remote(self, user: str) -> RefreshReport | None:
         """Look for new series and SEGs in the PACS, when the studies are a DICOMweb server."""

@@ -15,8 +15,8 @@ from labelloop.datastore.ids import ID_PATTERN, validate_id
 from labelloop.datastore.intake import accept_image
 from labelloop.datastore.models import sessions
 from labelloop.datastore.records import Context, SessionRecord
-from labelloop.errors import ImageFormatError, InvalidInputError, SessionNotFoundError
-from labelloop.imaging import read_dicom_series, strip_extensions, write_volume
+from labelloop.errors import InvalidInputError, QuotaExceededError, SessionNotFoundError, StorageFullError
+from labelloop.imaging import strip_extensions, write_volume
 from labelloop.settings import SessionSettings
 
 __all__ = ["SessionStore"]
@@ -42,6 +42,7 @@ class SessionStore:
             created_at=float(row["created_at"]),
             last_access_at=float(row["last_access_at"]),
             expiry_s=int(row["expiry_s"]),
+            created_by=row["created_by"],
         )
 
     def _expiry(self, requested: int) -> int:
@@ -59,6 +60,7 @@ class SessionStore:
         expiry: int = 0,
         client_id: str | None = None,
         meta: dict[str, Any] | None = None,
+        user: str = "",
     ) -> SessionRecord:
         """Validate the uploaded files as one image and keep it for ``expiry`` seconds.
 
@@ -67,6 +69,7 @@ class SessionStore:
         """
         if not files:
             raise InvalidInputError("Upload at least one file as 'files'")
+        self._check_quota(sum(path.stat().st_size for _, path in files))
         expiry_s = self._expiry(expiry)
         session_id = str(uuid.uuid1())
         blobs = self._ctx.blobs
@@ -77,13 +80,12 @@ class SessionStore:
                 stem = strip_extensions(filename or "")
                 stem = stem if ID_PATTERN.fullmatch(stem) else "image"
                 # A zip is always read as a DICOM series, so ``uncompress`` changes nothing here.
-                with accept_image(path, filename, blobs, self._ctx.settings) as accepted:
+                with accept_image(path, filename, blobs, self._ctx.decoder) as accepted:
                     image_name = f"{stem}{accepted.ext}"
                     blobs.put(f"{key_prefix}/{image_name}", accepted.file, move=True)
             else:
                 image_name = "image.nii.gz"
-                volume = read_dicom_series(self._read_dicom_files(files))
-                with blobs.scratch(".nii.gz") as converted:
+                with self._ctx.decoder.dicom_files(files) as volume, blobs.scratch(".nii.gz") as converted:
                     write_volume(converted, volume.array, volume.geometry.affine)
                     blobs.put(f"{key_prefix}/{image_name}", converted, move=True)
             now = self._ctx.clock()
@@ -94,6 +96,7 @@ class SessionStore:
                         image_name=image_name,
                         meta=meta or {},
                         client_id=client_id,
+                        created_by=user,
                         created_at=now,
                         last_access_at=now,
                         expiry_s=expiry_s,
@@ -104,19 +107,24 @@ class SessionStore:
             raise
         return self.get(session_id)
 
-    @staticmethod
-    def _read_dicom_files(files: Sequence[tuple[str | None, Path]]) -> list[Any]:
-        import pydicom
-
-        datasets = []
-        for filename, path in files:
-            try:
-                datasets.append(pydicom.dcmread(str(path)))
-            except Exception as exc:
-                raise ImageFormatError(
-                    f"Several files make a DICOM series, but {filename or 'a file'} is not DICOM: {exc}"
-                ) from exc
-        return datasets
+    def _check_quota(self, incoming: int) -> None:
+        """``QuotaExceededError`` (429) at ``max_sessions`` live sessions; ``StorageFullError`` (507)
+        when the sessions' files and this upload would take more than ``max_total_bytes``."""
+        now = self._ctx.clock()
+        with self._ctx.db.read() as conn:
+            live = [self._record(row) for row in conn.execute(select(sessions)).mappings()]
+        live = [r for r in live if not r.expired(now)]
+        if len(live) >= self._settings.max_sessions:
+            raise QuotaExceededError(
+                f"{len(live)} sessions are open, the most allowed (setting sessions.max_sessions); "
+                "delete one or wait for one to expire"
+            )
+        used = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()) if self.root.is_dir() else 0
+        if used + incoming > self._settings.max_total_bytes:
+            raise StorageFullError(
+                f"Sessions take {used:,} bytes; this upload's {incoming:,} would pass the quota of "
+                f"{self._settings.max_total_bytes:,} (setting sessions.max_total_bytes)"
+            )
 
     def get(self, session_id: str, *, touch: bool = False) -> SessionRecord:
         """A live session; ``touch`` refreshes its last access time. Expired ones are not found."""
@@ -174,4 +182,5 @@ class SessionStore:
             "create_ts": int(record.created_at),
             "last_access_ts": int(record.last_access_at),
             "expiry": record.expiry_s,
+            "created_by": record.created_by,
         }

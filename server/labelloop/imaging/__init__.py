@@ -3,7 +3,14 @@
 Arrays are ``(I, J, K)`` in file index order; affines map voxel indices to RAS millimetres.
 """
 
-from labelloop.imaging.dicom import DicomSeries, read_dicom_series, read_dicom_zip, sort_dicom_series
+from labelloop.imaging.dicom import (
+    DicomSeries,
+    check_deflated,
+    dicom_decode_size,
+    read_dicom_series,
+    read_dicom_zip,
+    sort_dicom_series,
+)
 from labelloop.imaging.formats import (
     VOLUME_EXTENSIONS,
     FileKind,
@@ -12,18 +19,33 @@ from labelloop.imaging.formats import (
     strip_extensions,
 )
 from labelloop.imaging.geometry import check_same_grid
+from labelloop.imaging.limits import DecodeBudget, DecodeLimits, DecodeSize
 from labelloop.imaging.resample import resample_nearest, world_to_voxel
-from labelloop.imaging.volume import Geometry, Volume, VolumeFormat, read_geometry, read_volume, write_volume
+from labelloop.imaging.volume import (
+    Geometry,
+    Volume,
+    VolumeFormat,
+    declared_size,
+    read_geometry,
+    read_volume,
+    write_volume,
+)
 
 __all__ = [
     "VOLUME_EXTENSIONS",
+    "DecodeBudget",
+    "DecodeLimits",
+    "DecodeSize",
     "DicomSeries",
     "FileKind",
     "Geometry",
     "Volume",
     "VolumeFormat",
     "canonical_extension",
+    "check_deflated",
     "check_same_grid",
+    "declared_size",
+    "dicom_decode_size",
     "read_dicom_series",
     "read_dicom_zip",
     "read_geometry",

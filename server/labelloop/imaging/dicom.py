@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import math
 import zipfile
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -11,15 +13,76 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from labelloop.errors import ImageReadError, PayloadTooLargeError
 from labelloop.imaging.formats import scrub
+from labelloop.imaging.limits import DecodeLimits, DecodeSize
 from labelloop.imaging.volume import Geometry, Volume
 
-__all__ = ["DicomSeries", "read_dicom_zip", "read_dicom_series", "sort_dicom_series"]
+__all__ = [
+    "DicomSeries",
+    "check_deflated",
+    "dicom_decode_size",
+    "read_dicom_zip",
+    "read_dicom_series",
+    "sort_dicom_series",
+]
+
+_DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset is zlib'd
+_CHUNK = 1 << 20
 
 
-def _datasets_from_zip(path: Path, max_bytes: int) -> list[Any]:
+def check_deflated(raw: bytes, name: str, allowance: int) -> None:
+    """A deflated-transfer-syntax file inflates whole when pydicom reads it: inflate it once here,
+    keeping nothing, and refuse it if it holds more than ``allowance`` bytes."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    fp = io.BytesIO(raw)
+    try:
+        read_preamble(fp, force=False)
+        meta = _read_file_meta_info(fp)
+    except Exception:
+        return  # not a DICOM file with a meta header: dcmread decides
+    if str(meta.get("TransferSyntaxUID", "")) != _DEFLATED:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    data, total = fp.read(), 0
+    try:
+        while data and not inflater.eof:
+            total += len(inflater.decompress(data, _CHUNK))
+            if total > allowance:
+                raise PayloadTooLargeError(
+                    f"The deflated DICOM file {name!r} inflates to more than the {allowance:,} bytes left "
+                    "under the limit (setting datastore.max_decoded_bytes)"
+                )
+            data = inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise ImageReadError(f"The deflated DICOM file {name!r} cannot be inflated: {exc}") from exc
+
+
+def _pixels(ds: Any) -> DecodeSize:
+    """Voxels and stored bytes of one dataset's pixel data, from its header."""
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+        bits = int(getattr(ds, "BitsAllocated", 16) or 16)
+    except (AttributeError, TypeError, ValueError):
+        return DecodeSize(0, 0)
+    voxels = max(rows, 0) * max(cols, 0) * max(frames, 1) * max(samples, 1)
+    return DecodeSize(voxels, voxels * math.ceil(max(bits, 1) / 8))
+
+
+def dicom_decode_size(datasets: Iterable[Any]) -> DecodeSize:
+    """What stacking ``datasets`` takes: their voxels, and their decoded pixels plus the float32 or
+    int16 volume they become (counted as 4 bytes a voxel)."""
+    sizes = [_pixels(ds) for ds in datasets]
+    voxels = sum(s.voxels for s in sizes)
+    return DecodeSize(voxels, sum(s.bytes for s in sizes) + 4 * voxels)
+
+
+def _datasets_from_zip(path: Path, max_bytes: int, limits: DecodeLimits | None) -> list[Any]:
     import pydicom
 
     try:
@@ -34,28 +97,37 @@ def _datasets_from_zip(path: Path, max_bytes: int) -> list[Any]:
                 f"The zip unpacks to {total} bytes, over the limit of {max_bytes} bytes"
             )
         datasets = []
+        read = 0  # bytes held: the members' raw bytes and what deflated members inflate to
         for member in members:
             # Members are read into memory by name, never extracted, so ".." in a name is harmless.
             try:
                 raw = archive.read(member)
             except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
                 raise ImageReadError(f"The zip member {member.filename!r} cannot be read: {exc}") from exc
+            if limits is not None:
+                check_deflated(raw, member.filename, max(limits.max_bytes - read, 0))
             try:
                 ds = pydicom.dcmread(io.BytesIO(raw), force=False)
             except Exception:
                 continue  # not DICOM (a DICOMDIR, a readme, ...): skipped
             datasets.append(ds)
+            if limits is not None:
+                # Decoded pixels count, not the zip's declared sizes (compressed pixel data and
+                # deflated files decode to far more than they store).
+                read += len(raw) + _pixels(ds).bytes
+                limits.check(dicom_decode_size(datasets), "The DICOM series")
     return datasets
 
 
-def read_dicom_zip(path: Path, max_bytes: int) -> Volume:
+def read_dicom_zip(path: Path, max_bytes: int, limits: DecodeLimits | None = None) -> Volume:
     """Read a zip of single-frame DICOM files holding one series.
 
     Raises:
         ImageReadError: no image slices, several series, or inconsistent geometry.
-        PayloadTooLargeError: the zip unpacks to more than ``max_bytes``.
+        PayloadTooLargeError: the zip unpacks to more than ``max_bytes``, or its pixels (rows x
+            columns x frames, counted from each file's header before any is decoded) exceed ``limits``.
     """
-    return read_dicom_series(_datasets_from_zip(path, max_bytes))
+    return read_dicom_series(_datasets_from_zip(path, max_bytes, limits), release=True)
 
 
 def _float_list(ds: Any, keyword: str, n: int) -> list[float]:
@@ -132,25 +204,43 @@ def sort_dicom_series(datasets: Iterable[Any], *, need_pixels: bool = True) -> D
     return DicomSeries(slices=slices, geometry=Geometry(shape=(cols, rows, len(slices)), affine=affine))
 
 
-def read_dicom_series(datasets: Iterable[Any]) -> Volume:
+def read_dicom_series(datasets: Iterable[Any], *, release: bool = False) -> Volume:
     """Stack single-frame DICOM datasets of one series into a ``Volume``.
 
     The result's ``array`` is ``(I, J, K)`` = (column, row, slice) with rescale slope and
     intercept applied (int16 when they are integral and fit, else float32); the affine maps
-    to RAS millimetres.
+    to RAS millimetres. ``release``: drop each dataset's pixel data once it is copied (the
+    datasets are the caller's, so only when it will not use them again).
     """
     series = sort_dicom_series(datasets)
     slices = series.slices
-    try:
-        planes = [ds.pixel_array for ds in slices]
-    except Exception as exc:
-        raise ImageReadError(f"The DICOM pixel data cannot be decoded: {exc}") from exc
-    stack = np.stack(planes, axis=-1).transpose(1, 0, 2)  # (rows, cols, k) -> (cols, rows, k)
     slope = float(getattr(slices[0], "RescaleSlope", 1) or 1)
     intercept = float(getattr(slices[0], "RescaleIntercept", 0) or 0)
-    data = stack.astype(np.float64) * slope + intercept
-    if slope == int(slope) and intercept == int(intercept) and data.min() >= -32768 and data.max() <= 32767:
-        array = data.astype(np.int16)
-    else:
-        array = data.astype(np.float32)
+    integral = slope == int(slope) and intercept == int(intercept)
+    # Filled one slice at a time, each slice's stored pixels let go once copied: the peak is the
+    # stored pixels plus the volume, not several float64 copies of it.
+    array: npt.NDArray[Any] = np.empty(series.geometry.shape, dtype=np.int16 if integral else np.float32)
+    for k, ds in enumerate(slices):
+        try:
+            plane = np.asarray(ds.pixel_array)
+        except Exception as exc:
+            raise ImageReadError(f"The DICOM pixel data cannot be decoded: {exc}") from exc
+        if plane.ndim != 2:
+            raise ImageReadError(
+                f"A DICOM slice has pixel data of shape {plane.shape}; one grey plane is needed"
+            )
+        values: npt.NDArray[Any] = (
+            plane.T.astype(np.int64) * int(slope) + int(intercept)
+            if integral
+            else plane.T.astype(np.float64) * slope + intercept
+        )
+        if array.dtype == np.int16 and (values.min() < -32768 or values.max() > 32767):
+            array = array.astype(np.float32)  # the values need more than int16: keep them exact
+        array[:, :, k] = values
+        del plane, values
+        if release:  # the caller is done with the datasets: free each slice's pixels as we go
+            if "PixelData" in ds:
+                del ds.PixelData
+            if hasattr(ds, "_pixel_array"):
+                ds._pixel_array = None
     return Volume(array=array, geometry=series.geometry, format="dicom")

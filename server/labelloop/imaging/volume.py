@@ -24,8 +24,17 @@ import numpy.typing as npt
 
 from labelloop.errors import ImageFormatError, ImageReadError
 from labelloop.imaging.formats import FileKind, scrub, sniff
+from labelloop.imaging.limits import DecodeLimits, DecodeSize
 
-__all__ = ["Geometry", "Volume", "read_geometry", "read_volume", "write_volume", "VolumeFormat"]
+__all__ = [
+    "Geometry",
+    "Volume",
+    "VolumeFormat",
+    "declared_size",
+    "read_geometry",
+    "read_volume",
+    "write_volume",
+]
 
 VolumeFormat = Literal["nifti", "nrrd", "dicom"]
 
@@ -114,6 +123,8 @@ def _squeeze_to_3d(shape: tuple[int, ...], what: str) -> tuple[int, int, int]:
         dims.append(1)
     if len(dims) != 3:
         raise ImageReadError(f"{what} has {len(shape)} dimensions {tuple(shape)}; a 3D volume is needed")
+    if min(dims) < 1:
+        raise ImageReadError(f"{what} has an empty dimension {tuple(shape)}; every axis needs a voxel")
     return (dims[0], dims[1], dims[2])
 
 
@@ -199,14 +210,98 @@ def _nrrd_geometry(header: Mapping[str, Any]) -> Geometry:
     return Geometry(shape=shape, affine=affine)
 
 
+_NRRD_COMPRESSED = ("gzip", "gz", "bzip2", "bz2")
+_CHUNK = 1 << 20
+
+
 def _nrrd_read_header(path: Path) -> dict[str, Any]:
+    """The header of an attached NRRD; a detached one (``data file:``) is refused unread, since its
+    data could be any file on this server (``/etc/passwd``, the database)."""
     import nrrd
 
     try:
         header: dict[str, Any] = nrrd.read_header(str(path))
-        return header
     except Exception as exc:
         raise ImageReadError(f"The NRRD header cannot be read: {scrub(exc, path)}") from exc
+    if "data file" in header or "datafile" in header:
+        raise ImageFormatError(
+            "Detached NRRD (a header whose 'data file' field names another file) is not accepted; "
+            "send one .nrrd file with its data attached"
+        )
+    return header
+
+
+def _nrrd_dtype(header: Mapping[str, Any]) -> np.dtype[Any]:
+    from nrrd.reader import _determine_datatype
+
+    try:
+        dtype: np.dtype[Any] = np.dtype(_determine_datatype(header))
+        return dtype
+    except Exception as exc:
+        raise ImageReadError(f"The NRRD type {header.get('type')!r} is not supported") from exc
+
+
+def _nrrd_check_inflated(path: Path, header: Mapping[str, Any], expected: int) -> None:
+    """Inflate a gzip or bzip2 NRRD's data once, keeping nothing, to check it holds no more than the
+    ``expected`` bytes its header declares (pynrrd inflates everything there is before it checks)."""
+    import bz2
+    import zlib
+
+    import nrrd
+
+    encoding = str(header.get("encoding", "raw")).lower()
+    if encoding not in _NRRD_COMPRESSED:
+        return
+    skip = int(header.get("byte skip", 0) or 0)
+    allowed = expected + max(skip, 0)
+    gzip = encoding in ("gzip", "gz")
+    inflater: Any = zlib.decompressobj(zlib.MAX_WBITS | 16) if gzip else bz2.BZ2Decompressor()
+    total = 0
+    with open(path, "rb") as fh:
+        nrrd.read_header(fh)
+        try:
+            while not inflater.eof and (data := fh.read(_CHUNK)):
+                while True:  # at most _CHUNK bytes out per call: memory stays flat
+                    total += len(inflater.decompress(data, _CHUNK))
+                    if total > allowed:
+                        raise ImageReadError(
+                            "The NRRD data inflates to more bytes than its header's sizes and type declare"
+                        )
+                    if gzip:
+                        data = inflater.unconsumed_tail
+                        if not data or inflater.eof:
+                            break
+                    else:
+                        if inflater.eof or inflater.needs_input:
+                            break
+                        data = b""
+        except (zlib.error, OSError, EOFError, ValueError) as exc:
+            raise ImageReadError(f"The NRRD data cannot be inflated: {exc}") from exc
+
+
+def declared_size(path: Path) -> DecodeSize:
+    """Voxels and peak bytes that reading ``path`` in full takes, from its header alone.
+
+    NIfTI: the stored dtype, plus float64 when the header scales the values; NRRD: the stored type,
+    twice (the inflated buffer and the array).
+
+    Raises:
+        ImageFormatError: not a NIfTI or NRRD file, or a detached NRRD.
+        ImageReadError: a broken header.
+    """
+    kind = sniff(path)
+    if kind in ("nifti", "nifti-gz"):
+        with _nifti_image(path, kind) as img:
+            voxels = int(np.prod(_nifti_geometry(img).shape))
+            itemsize = img.header.get_data_dtype().itemsize
+            slope, inter = img.header.get_slope_inter()
+        scaled = (slope is not None and slope != 1) or (inter is not None and inter != 0)
+        return DecodeSize(voxels, voxels * (itemsize + (8 if scaled else 0)))
+    if kind == "nrrd":
+        header = _nrrd_read_header(path)
+        voxels = int(np.prod(_nrrd_geometry(header).shape))
+        return DecodeSize(voxels, 2 * voxels * _nrrd_dtype(header).itemsize)
+    raise ImageFormatError(f"Expected a NIfTI or NRRD file, found {kind}")
 
 
 # ---------------------------------------------------------------- public
@@ -228,17 +323,22 @@ def read_geometry(path: Path) -> tuple[Geometry, VolumeFormat]:
     raise ImageFormatError(f"Expected a NIfTI or NRRD file, found {kind}")
 
 
-def read_volume(path: Path) -> Volume:
+def read_volume(path: Path, limits: DecodeLimits | None = None) -> Volume:
     """Read a whole NIfTI or NRRD volume (a zipped DICOM series goes through ``read_dicom_zip``).
 
     Returns a ``Volume`` whose ``array`` is ``(I, J, K)`` with the file's dtype (NIfTI scaling
-    applied, which may make it float).
+    applied, which may make it float). With ``limits``, the header's declared size is checked first
+    (and a compressed NRRD's data is checked not to inflate past it), so a file that declares or
+    holds more than the limits is refused before its voxels are read.
 
     Raises:
-        ImageFormatError: not a NIfTI or NRRD file.
+        ImageFormatError: not a NIfTI or NRRD file, or a detached NRRD.
         ImageReadError: the file is truncated or inconsistent.
+        PayloadTooLargeError: over ``limits``.
     """
     kind = sniff(path)
+    if limits is not None:
+        limits.check(declared_size(path), "The image" if kind != "nrrd" else "The NRRD file")
     if kind in ("nifti", "nifti-gz"):
         with _nifti_image(path, kind) as img:
             geometry = _nifti_geometry(img)
@@ -250,6 +350,9 @@ def read_volume(path: Path) -> Volume:
     if kind == "nrrd":
         import nrrd
 
+        header = _nrrd_read_header(path)
+        geometry = _nrrd_geometry(header)
+        _nrrd_check_inflated(path, header, int(np.prod(geometry.shape)) * _nrrd_dtype(header).itemsize)
         try:
             data, header = nrrd.read(str(path), index_order="F")
         except Exception as exc:

@@ -95,14 +95,14 @@ class TrainConfig(TaskConfig):
     """What every training run has, and what the server itself reads of a run's options.
 
     Attributes:
-        max_epochs: epochs to run (a resumed run continues up to this count).
+        max_epochs: epochs to run, 1 to 100,000 (a resumed run continues up to this count).
         val_split: fraction of the images held out for validation, ``[0, 1)``; the server splits.
         pretrained: fine-tune from the active model version when there is one.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; the server resolves it into ``ctx.device``.
         seed: seeds weight initialisation, sampling and augmentation (not shown in ``/info/``).
     """
 
-    max_epochs: Whole = Field(50, ge=1)
+    max_epochs: Whole = Field(50, ge=1, le=100_000)
     val_split: Fraction = Field(0.2, ge=0.0, lt=1.0)
     pretrained: Flag = True
     device: DeviceName = "auto"
