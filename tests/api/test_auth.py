@@ -368,3 +368,34 @@ def test_sessions_record_who_made_them(auth_server: LiveServer, volumes: Callabl
         made = requests.put(f"{auth_server.url}/session/", files={"files": f}, headers=user, timeout=60)
     assert made.status_code == 200, made.text
     assert made.json()["session_info"]["created_by"] == "user"
+
+
+def test_cors_admits_only_the_configured_origins(make_server: Callable[..., LiveServer]) -> None:
+    preflight = {"Access-Control-Request-Method": "DELETE"}
+    default = make_server()
+    evil = requests.get(f"{default.url}/datastore/", headers={"Origin": "http://evil.example"}, timeout=30)
+    assert "access-control-allow-origin" not in evil.headers
+    refused = requests.options(
+        f"{default.url}/datastore/image", headers={"Origin": "http://evil.example", **preflight}, timeout=30
+    )
+    assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+
+    listed = make_server(cors_origins=["https://ohif.hospital.example"], auth=AuthSettings(enabled=True))
+    ok = requests.options(
+        f"{listed.url}/datastore/image",
+        headers={
+            "Origin": "https://ohif.hospital.example",
+            **preflight,
+            "Access-Control-Request-Headers": "authorization",
+        },
+        timeout=30,
+    )
+    assert ok.headers["access-control-allow-origin"] == "https://ohif.hospital.example"
+    assert ok.headers["access-control-allow-credentials"] == "true"
+    other = requests.get(f"{listed.url}/info/", headers={"Origin": "http://evil.example"}, timeout=30)
+    assert "access-control-allow-origin" not in other.headers and other.status_code == 401
+
+    anyone = make_server(cors_origins=["*"])
+    star = requests.get(f"{anyone.url}/datastore/", headers={"Origin": "http://evil.example"}, timeout=30)
+    assert star.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in star.headers, "never credentials for any origin"
