@@ -32,6 +32,7 @@ from labelloop.api import (
     auth_router,
     authorize,
     check_routes,
+    health_router,
     install_error_handlers,
 )
 from labelloop.auth import AuditTrail, Auth, OidcVerifier
@@ -231,6 +232,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Jobs that were running when the server last stopped are not left RUNNING.
         await anyio.to_thread.run_sync(services.jobs.queue.reap, settings.jobs.stale_after_s)
         workers = start_workers(settings, write_settings_file(settings))
+        app.state.worker_processes = workers
         warmup = threading.Thread(target=services.inference.warmup, name="warmup", daemon=True)
         if settings.inference.warmup:
             warmup.start()
@@ -307,6 +309,7 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.auth.enabled:
         app.include_router(auth_router)  # with auth off, /auth/ is a 404: clients read that as "off"
     app.include_router(audit_router)
+    app.include_router(health_router)
     check_routes(app.routes)
     # Added inside-out: CORS is outermost, so every answer (413 and 500 included) carries CORS headers;
     # authentication comes before any body is read; the audit trail is innermost, where the route

@@ -5,6 +5,7 @@ from labelloop.api.audit import router as audit_router
 from labelloop.api.auth import router as auth_router
 from labelloop.api.deps import Services
 from labelloop.api.errors import CatchAllMiddleware, install_error_handlers
+from labelloop.api.health import router as health_router
 from labelloop.api.limits import BodySizeLimitMiddleware
 from labelloop.api.permissions import PUBLIC, ROUTE_ROLES, AuthenticationMiddleware, authorize, check_routes
 from labelloop.api.routers import ROUTERS
@@ -23,5 +24,6 @@ __all__ = [
     "authorize",
     "auth_router",
     "check_routes",
+    "health_router",
     "install_error_handlers",
 ]

@@ -29,8 +29,11 @@ __all__ = [
     "principal_of",
 ]
 
-#: Answered without a log-in even when auth is on (MONAI Label's clients log in through them).
-PUBLIC: frozenset[tuple[str, str]] = frozenset({("GET", "/auth/"), ("POST", "/auth/token")})
+#: Answered without a log-in even when auth is on: MONAI Label's clients log in through the first
+#: two; load balancers and container health checks call the third.
+PUBLIC: frozenset[tuple[str, str]] = frozenset(
+    {("GET", "/auth/"), ("POST", "/auth/token"), ("GET", "/health")}
+)
 
 #: Paths open without a log-in: the log-in routes, and the API's own description (no data in it).
 OPEN_PATHS: frozenset[str] = frozenset(

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, desc, insert, select, update
+from sqlalchemy import Connection, RowMapping, desc, func, insert, select, update
 
 from labelloop.db import Database
 from labelloop.errors import AlreadyRunningError, JobNotFoundError
@@ -205,6 +205,15 @@ class JobQueue:
     def worker_heartbeat(self, worker_id: str) -> None:
         with self._db.write() as conn:
             conn.execute(update(workers).where(workers.c.id == worker_id).values(heartbeat_at=self._clock()))
+
+    def live_workers(self, stale_after_s: float) -> int:
+        """Workers of any server on this database that heartbeat in the last ``stale_after_s`` seconds."""
+        since = self._clock() - stale_after_s
+        with self._db.read() as conn:
+            query = select(func.count()).where(
+                workers.c.stopped_at.is_(None), workers.c.heartbeat_at >= since
+            )
+            return int(conn.execute(query).scalar_one())
 
     def worker_stopped(self, worker_id: str) -> None:
         with self._db.write() as conn:
