@@ -7,15 +7,20 @@ from functools import partial
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Path, Query
 
 from labelloop.api import schemas
 from labelloop.api.deps import PrincipalDep, ServicesDep, UserDep, lease_holder
+from labelloop.api.schemas import ID_SCHEMA, errors
 from labelloop.datastore import validate_id
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/activelearning", tags=["activelearning"])
+router = APIRouter(prefix="/activelearning", tags=["activelearning"], responses=schemas.AUTH_ERRORS)
+
+ImageQuery = Annotated[str, Query(json_schema_extra=ID_SCHEMA)]
+#: Strategy names are ids; another name is a 404.
+StrategyPath = Annotated[str, Path(json_schema_extra=ID_SCHEMA)]
 
 
 @router.get("/leases", summary="Open leases: who works on which image until when")
@@ -23,30 +28,40 @@ def open_leases(services: ServicesDep) -> list[schemas.LeaseRead]:
     return [schemas.lease(lease) for lease in services.activelearning.open_leases()]
 
 
-@router.delete("/lease", summary="Give an image back before saving a final label")
+@router.delete(
+    "/lease",
+    summary="Give an image back before saving a final label",
+    responses=errors(400, 404, 422),
+)
 def release(
     services: ServicesDep,
     principal: PrincipalDep,
-    image: Annotated[str, Query()],
-    client_id: Annotated[str | None, Query()] = None,
+    image: ImageQuery,
+    client_id: Annotated[str | None, Query(max_length=256)] = None,
 ) -> dict[str, Any]:
     validate_id(image)
     services.activelearning.release(image, lease_holder(principal, client_id))
     return {}
 
 
-@router.get("/agreement", summary="Double reading: the readers' labels and their agreement on an image")
-def agreement(services: ServicesDep, image: Annotated[str, Query()]) -> dict[str, Any]:
+@router.get(
+    "/agreement",
+    summary="Double reading: the readers' labels and their agreement on an image",
+    responses=errors(400, 404, 422),
+)
+def agreement(services: ServicesDep, image: ImageQuery) -> dict[str, Any]:
     record = services.datastore.images.get(image)
     return dict(record.info.get("double_reading") or {"reads": [], "agreement": None})
 
 
 @router.get(
-    "/{strategy}/ranking", summary="The strategy's ranking: each image's score and why it ranks there"
+    "/{strategy}/ranking",
+    summary="The strategy's ranking: each image's score and why it ranks there",
+    responses=errors(404, 422),
 )
 def ranking(
     services: ServicesDep,
-    strategy: str,
+    strategy: StrategyPath,
     limit: Annotated[int, Query(ge=1, le=10000)] = 50,
 ) -> list[schemas.RankRead]:
     return [schemas.rank(entry) for entry in services.activelearning.ranking(strategy, {}, limit)]
@@ -56,12 +71,14 @@ def ranking(
     "/{strategy}",
     summary="Lease the next image to annotate ({} when none is left)",
     response_model_exclude_unset=True,
+    # A body that is not JSON (400), too large (413), not an object or with a bad client_id (422).
+    responses=errors(400, 404, 413, 422),
 )
 async def next_sample(
     services: ServicesDep,
     user: UserDep,
     principal: PrincipalDep,
-    strategy: str,
+    strategy: StrategyPath,
     params: Annotated[dict[str, Any] | None, Body()] = None,
 ) -> schemas.NextSampleRead:
     params = dict(params or {})

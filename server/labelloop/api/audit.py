@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from labelloop.api import schemas
 from labelloop.api.deps import ServicesDep
 from labelloop.auth import AuditEvent, AuditTrail, fhir_bundle
 from labelloop.errors import InvalidParamsError
@@ -141,7 +142,7 @@ class _Unrecorded(Exception):
 
 # ------------------------------------------------------------ GET /audit/
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/audit", tags=["audit"], responses=schemas.AUTH_ERRORS)
 
 
 class AuditEventRead(BaseModel):
@@ -192,10 +193,11 @@ def _epoch(value: str | None, name: str) -> float | None:
     summary="The audit trail (admin): who read and changed what, as JSON or FHIR AuditEvent",
     response_model=AuditPage,
     responses={
-        200: {"content": {"application/fhir+json": {}}, "description": "format=fhir: a FHIR R4 Bundle"},
-        401: {"description": "Not logged in"},
-        403: {"description": "Not an admin"},
-        422: {"description": "Bad parameter"},
+        200: {
+            "description": "JSON, or with format=fhir a FHIR R4 Bundle of AuditEvent resources",
+            "content": {"application/fhir+json": {"schema": {"type": "object"}}},
+        },
+        **schemas.errors(422, 503),
     },
 )
 async def audit_events(

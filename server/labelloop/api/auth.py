@@ -10,7 +10,9 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Form, Request
+from pydantic import BaseModel, Field
 
+from labelloop.api import schemas
 from labelloop.api.deps import PrincipalDep, ServicesDep
 from labelloop.errors import InvalidParamsError
 
@@ -19,7 +21,29 @@ __all__ = ["router"]
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.get("/", summary="Whether auth is on, and where tokens come from")
+class AuthInfoRead(BaseModel):
+    enabled: bool = Field(description="Always true here: with auth off, /auth/ answers 404")
+    client_id: str
+    realm: str = Field(description="The OIDC issuer whose tokens are accepted too, else labelloop")
+    token_endpoint: str
+    token_expiry_s: int
+
+
+class TokenRead(BaseModel):
+    """OAuth 2's token response (RFC 6749 section 5.1)."""
+
+    access_token: str
+    token_type: str = Field(description="Bearer")
+    expires_in: int = Field(description="Seconds")
+
+
+class WhoRead(BaseModel):
+    username: str
+    roles: list[str]
+    via: str = Field(description="password, api_token or oidc")
+
+
+@router.get("/", summary="Whether auth is on, and where tokens come from", response_model=AuthInfoRead)
 def auth_info(services: ServicesDep) -> dict[str, Any]:
     settings = services.settings.auth
     return {
@@ -31,7 +55,12 @@ def auth_info(services: ServicesDep) -> dict[str, Any]:
     }
 
 
-@router.post("/token", summary="Log in with a user name and password (OAuth 2 password grant)")
+@router.post(
+    "/token",
+    summary="Log in with a user name and password (OAuth 2 password grant)",
+    response_model=TokenRead,
+    responses=schemas.errors(401, 422, 429),
+)
 async def token(
     services: ServicesDep,
     request: Request,
@@ -50,6 +79,11 @@ async def token(
     }
 
 
-@router.get("/token/valid", summary="Who the bearer token belongs to, with their roles")
+@router.get(
+    "/token/valid",
+    summary="Who the bearer token belongs to, with their roles",
+    response_model=WhoRead,
+    responses=schemas.AUTH_ERRORS,
+)
 def token_valid(principal: PrincipalDep) -> dict[str, Any]:
     return {"username": principal.name, "roles": sorted(principal.roles), "via": principal.via}

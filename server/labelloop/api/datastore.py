@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile
 
 from labelloop.api import schemas
 from labelloop.api.deps import (
@@ -14,20 +14,42 @@ from labelloop.api.deps import (
     ServicesDep,
     UserDep,
     client_provenance,
+    octet_stream,
     parse_json_object,
     spooled_upload,
 )
 from labelloop.api.files import download
+from labelloop.api.schemas import ID_SCHEMA, MAX_INT, TAG_SCHEMA, errors, file_response
 from labelloop.datastore import LabelFile, parse_if_match, validate_id, validate_tag
 from labelloop.errors import ImageNotFoundError, LabelNotFoundError
 from labelloop.workflows import LabelSave, save_label
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/datastore", tags=["datastore"])
+router = APIRouter(prefix="/datastore", tags=["datastore"], responses=schemas.AUTH_ERRORS)
+
+#: Ids and tags declare their rule in the schema; ``validate_id`` still checks them (400 naming it).
+ImageQuery = Annotated[str, Query(json_schema_extra=ID_SCHEMA)]
+OptionalImageQuery = Annotated[str | None, Query(json_schema_extra=ID_SCHEMA)]
+TagQuery = Annotated[str, Query(json_schema_extra=TAG_SCHEMA)]
 
 
-@router.get("/", summary="Datastore stats, the whole datastore model, or the training list")
+def _info_limit(services: ServicesDep) -> int:
+    return services.settings.datastore.max_info_bytes
+
+
+#: The largest ``params``/``info`` field stored as image or label info (413 above it).
+InfoLimit = Annotated[int, Depends(_info_limit)]
+
+_DATASTORE_BODIES = schemas.DatastoreStatsRead | schemas.DatastoreModelRead | list[schemas.TrainPairRead]
+
+
+@router.get(
+    "/",
+    summary="Datastore stats, the whole datastore model, or the training list",
+    response_model=_DATASTORE_BODIES,
+    responses=errors(422),
+)
 def datastore(
     ds: DatastoreDep, output: Annotated[Literal["stats", "all", "train"], Query()] = "stats"
 ) -> Response:
@@ -42,11 +64,13 @@ def datastore(
 
 # ---------------------------------------------------------------- images
 
+_UPLOAD_ERRORS = errors(400, 409, 413, 415, 422, 503)
+
 
 def _put_image(
-    ds: DatastoreDep, user: str, file: UploadFile, image: str | None, params: str
+    ds: DatastoreDep, user: str, file: UploadFile, image: str | None, params: str, limit: int
 ) -> dict[str, str]:
-    info = parse_json_object(params, "params")
+    info = parse_json_object(params, "params", max_bytes=limit)
     if image is not None:
         validate_id(image)
     with spooled_upload(ds, file) as path:
@@ -56,65 +80,108 @@ def _put_image(
     return {"image": record.id}
 
 
-@router.put("/image", summary="Upload an image (NIfTI, NRRD or a zipped DICOM series)")
+@router.put(
+    "/image", summary="Upload an image (NIfTI, NRRD or a zipped DICOM series)", responses=_UPLOAD_ERRORS
+)
 def put_image(
     ds: DatastoreDep,
     user: UserDep,
+    limit: InfoLimit,
     file: Annotated[UploadFile, File()],
-    image: Annotated[str | None, Query()] = None,
+    image: OptionalImageQuery = None,
     params: Annotated[str, Form()] = "{}",
 ) -> dict[str, str]:
-    return _put_image(ds, user, file, image, params)
+    return _put_image(ds, user, file, image, params, limit)
 
 
-@router.put("/", summary="Deprecated alias of PUT /datastore/image (the MONAI Label client uses it)")
+@router.put(
+    "/",
+    summary="Deprecated alias of PUT /datastore/image (the MONAI Label client uses it)",
+    responses=_UPLOAD_ERRORS,
+)
 def put_image_alias(
     ds: DatastoreDep,
     user: UserDep,
+    limit: InfoLimit,
     file: Annotated[UploadFile, File()],
-    image: Annotated[str | None, Query()] = None,
+    image: OptionalImageQuery = None,
     params: Annotated[str, Form()] = "{}",
 ) -> dict[str, str]:
-    return _put_image(ds, user, file, image, params)
+    return _put_image(ds, user, file, image, params, limit)
 
 
-@router.delete("/image", summary="Delete an image and its labels (their history is kept)")
-def delete_image(ds: DatastoreDep, id: Annotated[str, Query()]) -> dict[str, Any]:
+_DELETE_ERRORS = errors(400, 404, 422)
+
+
+@router.delete(
+    "/image", summary="Delete an image and its labels (their history is kept)", responses=_DELETE_ERRORS
+)
+def delete_image(ds: DatastoreDep, id: ImageQuery) -> dict[str, Any]:
     ds.images.delete(id)
     return {}
 
 
-@router.delete("/", summary="Deprecated alias of DELETE /datastore/image")
-def delete_image_alias(ds: DatastoreDep, id: Annotated[str, Query()]) -> dict[str, Any]:
+@router.delete("/", summary="Deprecated alias of DELETE /datastore/image", responses=_DELETE_ERRORS)
+def delete_image_alias(ds: DatastoreDep, id: ImageQuery) -> dict[str, Any]:
     ds.images.delete(id)
     return {}
 
 
-@router.get("/image", summary="Download an image")
-def get_image(ds: DatastoreDep, image: Annotated[str, Query()]) -> Response:
+#: Audited reads answer 503 when the audit trail cannot be written (``api/audit.py``).
+_READ_ERRORS = errors(400, 404, 422, 503)
+
+
+@router.get(
+    "/image",
+    summary="Download an image",
+    response_class=Response,
+    responses={**file_response("application/octet-stream"), **_READ_ERRORS},
+)
+def get_image(ds: DatastoreDep, image: ImageQuery) -> Response:
     record = ds.images.get(image)
-    return download(ds.images.file(record), record.name, etag=f'"{record.sha256}"')
+    return octet_stream(download(ds.images.file(record), record.name, etag=f'"{record.sha256}"'))
 
 
-@router.head("/image", summary="Does the image exist (with this SHA256 checksum)?")
+_HEADER: dict[str, Any] = {"required": True, "schema": {"type": "string"}}
+_EXISTS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "It exists (no body)", "content": {}},
+    404: {"description": "It does not exist (no body)", "content": {}},
+}
+
+
+@router.head(
+    "/image",
+    summary="Does the image exist (with this SHA256 checksum)?",
+    response_class=Response,
+    responses={**_EXISTS, **errors(400, 422)},
+)
 def head_image(
-    ds: DatastoreDep, image: Annotated[str, Query()], check_sum: Annotated[str | None, Query()] = None
+    ds: DatastoreDep,
+    image: ImageQuery,
+    check_sum: Annotated[str | None, Query(max_length=256, description="[SHA256:]<hex>")] = None,
 ) -> Response:
     validate_id(image)
     return Response(status_code=200 if ds.images.exists(image, check_sum) else 404)
 
 
-@router.get("/image/info", summary="Image info (plus its server path)")
-def get_image_info(ds: DatastoreDep, image: Annotated[str, Query()]) -> dict[str, Any]:
+@router.get("/image/info", summary="Image info (plus its server path)", responses=_READ_ERRORS)
+def get_image_info(ds: DatastoreDep, image: ImageQuery) -> dict[str, Any]:
     record = ds.images.get(image)
     return {**record.public_info(), "path": str(record.path), "checksum": record.checksum}
 
 
-@router.put("/image/info", summary="Merge into the image info")
+#: An info update answers ``null``, as MONAI Label's does.
+_INFO_ERRORS = {
+    200: {"description": "null", "content": {"application/json": {"schema": {"type": "null"}}}},
+    **errors(400, 404, 413, 422),
+}
+
+
+@router.put("/image/info", summary="Merge into the image info", responses=_INFO_ERRORS)
 def put_image_info(
-    ds: DatastoreDep, user: UserDep, image: Annotated[str, Query()], info: Annotated[str, Form()]
+    ds: DatastoreDep, user: UserDep, limit: InfoLimit, image: ImageQuery, info: Annotated[str, Form()]
 ) -> None:
-    ds.images.update_info(image, parse_json_object(info, "info"), user)
+    ds.images.update_info(image, parse_json_object(info, "info", max_bytes=limit), user)
 
 
 # ---------------------------------------------------------------- labels
@@ -124,20 +191,25 @@ def put_image_info(
     "/label",
     summary="Save a label as a new version (If-Match: refuse if it changed since)",
     response_model_exclude_unset=True,
+    responses={
+        200: {"headers": {"ETag": {**_HEADER, "description": "The new version's entity tag"}}},
+        **errors(400, 404, 409, 413, 415, 422, 503),
+    },
 )
 def put_label(
     services: ServicesDep,
     principal: PrincipalDep,
     response: Response,
-    image: Annotated[str, Query()],
+    limit: InfoLimit,
+    image: ImageQuery,
     label: Annotated[UploadFile, File()],
-    tag: Annotated[str, Query()] = "",
+    tag: Annotated[str, Query(json_schema_extra=TAG_SCHEMA)] = "",
     params: Annotated[str, Form()] = "{}",
     if_match: Annotated[str | None, Header()] = None,
 ) -> schemas.LabelSavedRead:
     validate_id(image)
     tag = validate_tag(tag)
-    provenance = client_provenance(parse_json_object(params, "params"), principal)
+    provenance = client_provenance(parse_json_object(params, "params", max_bytes=limit), principal)
     with spooled_upload(services.datastore, label) as path:
         file = LabelFile(path, label.filename, disposable=True)
         request = LabelSave(image, tag, file, provenance, parse_if_match(if_match))
@@ -146,31 +218,49 @@ def put_label(
     return schemas.label_saved(saved)
 
 
-@router.delete("/label", summary="Delete a label (its versions stay in the history)")
-def delete_label(
-    ds: DatastoreDep, id: Annotated[str, Query()], tag: Annotated[str, Query()]
-) -> dict[str, Any]:
+@router.delete(
+    "/label", summary="Delete a label (its versions stay in the history)", responses=_DELETE_ERRORS
+)
+def delete_label(ds: DatastoreDep, id: ImageQuery, tag: TagQuery) -> dict[str, Any]:
     ds.labels.delete(id, tag)
     return {}
 
 
-@router.get("/label", summary="Download a label (the current version, or ?version=N)")
+@router.get(
+    "/label",
+    summary="Download a label (the current version, or ?version=N)",
+    response_class=Response,
+    responses={**file_response("application/octet-stream"), **_READ_ERRORS},
+)
 def get_label(
     ds: DatastoreDep,
-    label: Annotated[str, Query()],
-    tag: Annotated[str, Query()],
-    version: Annotated[int | None, Query(ge=1)] = None,
+    label: ImageQuery,
+    tag: TagQuery,
+    version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> Response:
     record = ds.labels.get(label, tag, version)
-    return download(record.path, record.name, etag=record.etag)
+    return octet_stream(download(record.path, record.name, etag=record.etag))
 
 
-@router.head("/label", summary="Does the label exist? (takes image=, as MONAI Label does; label= works too)")
+@router.head(
+    "/label",
+    summary="Does the label exist? (takes image=, as MONAI Label does; label= works too)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "It exists (no body)",
+            "content": {},
+            "headers": {"ETag": {**_HEADER, "description": "The current version's entity tag"}},
+        },
+        404: _EXISTS[404],
+        **errors(400, 422),
+    },
+)
 def head_label(
     ds: DatastoreDep,
-    tag: Annotated[str, Query()],
-    image: Annotated[str | None, Query()] = None,
-    label: Annotated[str | None, Query()] = None,
+    tag: TagQuery,
+    image: OptionalImageQuery = None,
+    label: OptionalImageQuery = None,
 ) -> Response:
     image_id = validate_id(image or label)
     try:
@@ -180,33 +270,44 @@ def head_label(
     return Response(status_code=200, headers={"ETag": record.etag})
 
 
-@router.get("/label/info", summary="Label info of the current version")
-def get_label_info(
-    ds: DatastoreDep, label: Annotated[str, Query()], tag: Annotated[str, Query()]
-) -> dict[str, Any]:
+@router.get("/label/info", summary="Label info of the current version", responses=_READ_ERRORS)
+def get_label_info(ds: DatastoreDep, label: ImageQuery, tag: TagQuery) -> dict[str, Any]:
     return ds.labels.get(label, tag).public_info()
 
 
-LabelQuery = Annotated[str, Query()]
-
-
-@router.put("/label/info", summary="Merge into the current label version's info")
+@router.put("/label/info", summary="Merge into the current label version's info", responses=_INFO_ERRORS)
 def put_label_info(
-    ds: DatastoreDep, user: UserDep, label: LabelQuery, tag: LabelQuery, info: Annotated[str, Form()]
+    ds: DatastoreDep,
+    user: UserDep,
+    limit: InfoLimit,
+    label: ImageQuery,
+    tag: TagQuery,
+    info: Annotated[str, Form()],
 ) -> None:
-    ds.labels.update_info(label, tag, parse_json_object(info, "info"), user)
+    ds.labels.update_info(label, tag, parse_json_object(info, "info", max_bytes=limit), user)
 
 
-@router.put("/updatelabelinfo", summary="Deprecated: same as PUT /datastore/label/info, field 'params'")
+@router.put(
+    "/updatelabelinfo",
+    summary="Deprecated: same as PUT /datastore/label/info, field 'params'",
+    responses=_INFO_ERRORS,
+)
 def update_label_info(
-    ds: DatastoreDep, user: UserDep, label: LabelQuery, tag: LabelQuery, params: Annotated[str, Form()]
+    ds: DatastoreDep,
+    user: UserDep,
+    limit: InfoLimit,
+    label: ImageQuery,
+    tag: TagQuery,
+    params: Annotated[str, Form()],
 ) -> None:
-    ds.labels.update_info(label, tag, parse_json_object(params, "params"), user)
+    ds.labels.update_info(label, tag, parse_json_object(params, "params", max_bytes=limit), user)
 
 
-@router.get("/label/versions", summary="Label history with provenance, newest first")
+@router.get("/label/versions", summary="Label history with provenance, newest first", responses=_READ_ERRORS)
 def label_versions(
-    ds: DatastoreDep, image: Annotated[str, Query()], tag: Annotated[str | None, Query()] = None
+    ds: DatastoreDep,
+    image: ImageQuery,
+    tag: Annotated[str | None, Query(json_schema_extra=TAG_SCHEMA)] = None,
 ) -> list[schemas.LabelVersionRead]:
     if not ds.images.known(image):
         raise ImageNotFoundError(f"Image '{image}' not found")
@@ -216,8 +317,22 @@ def label_versions(
 # ---------------------------------------------------------------- export
 
 
-@router.get("/dataset", summary="Export images with final labels as a zip (MSD layout, dataset.json)")
-def dataset(services: ServicesDep, limit_cases: Annotated[int | None, Query()] = None) -> Response:
+@router.get(
+    "/dataset",
+    summary="Export images with final labels as a zip (MSD layout, dataset.json)",
+    response_class=Response,
+    responses={
+        **file_response("application/zip", description="dataset.zip", etag=False),
+        404: {"model": schemas.ErrorRead, "description": "No image has a final label yet"},
+        **errors(422, 503),
+    },
+)
+def dataset(
+    services: ServicesDep,
+    limit_cases: Annotated[
+        int | None, Query(ge=0, le=MAX_INT, description="At most this many cases (0: all)")
+    ] = None,
+) -> Response:
     ds = services.datastore
     path = ds.blobs.new_scratch(".zip")  # the response deletes it once sent
     try:

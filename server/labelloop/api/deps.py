@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -10,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, UploadFile
+from fastapi import Depends, Request, Response, UploadFile
 
 from labelloop.activelearning import ActiveLearning
 from labelloop.api.permissions import principal_of
 from labelloop.auth import AuditTrail, Auth, Principal
 from labelloop.datastore import Datastore, PacsLink, Provenance
-from labelloop.errors import InvalidParamsError
+from labelloop.errors import InvalidParamsError, PayloadTooLargeError
 from labelloop.inference import InferenceService
 from labelloop.jobs import JobService
 from labelloop.registry import Registry
@@ -27,10 +28,12 @@ __all__ = [
     "Services",
     "ServicesDep",
     "DatastoreDep",
+    "JSON_MAX_DEPTH",
     "PrincipalDep",
     "UserDep",
     "client_provenance",
     "lease_holder",
+    "octet_stream",
     "parse_json_object",
     "spooled_upload",
     "spooled_uploads",
@@ -79,17 +82,63 @@ UserDep = Annotated[str, Depends(get_user)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def parse_json_object(raw: str | None, field: str) -> dict[str, Any]:
+#: Deepest nesting of objects and arrays a ``params``/``info`` field may have. MONAI Label's clients
+#: send 3 or 4 levels (``label_info``, ``segmentationMeta``); deeper JSON is refused before it is parsed,
+#: so that no parser or serialiser ever recurses past Python's limit.
+JSON_MAX_DEPTH = 32
+
+_JSON_STRUCTURE = re.compile(r'[\[\]{}"\\]')
+
+
+def _nesting_exceeds(raw: str, limit: int) -> bool:
+    """Whether ``raw`` nests objects and arrays deeper than ``limit`` (a scan, not a recursion).
+
+    Only brackets outside strings count; it needs no valid JSON (the parser judges that after).
+    """
+    if raw.count("[") + raw.count("{") <= limit:
+        return False
+    depth, in_string, skip = 0, False, -1
+    for match in _JSON_STRUCTURE.finditer(raw):
+        position, char = match.start(), match.group()
+        if position == skip:
+            continue
+        if in_string:
+            if char == "\\":
+                skip = position + 1  # the escaped character
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def parse_json_object(raw: str | None, field: str, *, max_bytes: int | None = None) -> dict[str, Any]:
     """Parse a form field holding a JSON object (MONAI Label's ``params``/``info`` convention).
 
-    Missing, empty or ``null`` means ``{}``; anything but an object is a 422.
+    Missing, empty or ``null`` means ``{}``; anything but an object is a 422, and so is JSON nested
+    deeper than ``JSON_MAX_DEPTH`` or a number too long to convert. A field over ``max_bytes``
+    (UTF-8) is a 413, checked first (it is the cheaper check).
     """
     if raw is None or raw.strip() in ("", "null"):
         return {}
+    if max_bytes is not None:
+        size = len(raw.encode("utf-8", errors="surrogatepass"))
+        if size > max_bytes:
+            raise PayloadTooLargeError(f"'{field}' is {size} bytes; the limit is {max_bytes} bytes")
+    if _nesting_exceeds(raw, JSON_MAX_DEPTH):
+        raise InvalidParamsError(f"'{field}' nests objects and arrays deeper than {JSON_MAX_DEPTH} levels")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InvalidParamsError(f"'{field}' is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise InvalidParamsError(f"'{field}' is not valid JSON: {exc}") from exc
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -135,6 +184,13 @@ def client_provenance(params: dict[str, Any], principal: Principal) -> Provenanc
         model_version=_model_version(params.get("model_version")),
         params=params,
     )
+
+
+def octet_stream(response: Response) -> Response:
+    """A volume or weights download as ``application/octet-stream`` (MONAI Label section 1.4), whatever
+    the host's ``mime.types`` says its extension is (some map ``.pt`` to a Super NES page table)."""
+    response.headers["content-type"] = "application/octet-stream"
+    return response
 
 
 @contextmanager

@@ -14,9 +14,11 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
-from labelloop.api.deps import Services, ServicesDep, UserDep, parse_json_object, spooled_upload
+from labelloop.api import schemas
+from labelloop.api.deps import Services, ServicesDep, UserDep, octet_stream, parse_json_object, spooled_upload
 from labelloop.api.files import download
 from labelloop.datastore import (
     ORIGINAL_TAG,
@@ -33,7 +35,7 @@ from labelloop.inference import ImageSource, InferResult
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["infer"])
+router = APIRouter(tags=["infer"], responses=schemas.AUTH_ERRORS)
 
 _EXTENSIONS = (".nrrd", ".seg.nrrd", ".nii.gz", ".nii")
 _DTYPES = ("uint8", "uint16", "int16", "int32", "uint32", "float32")
@@ -181,13 +183,32 @@ def _multipart(params: dict[str, Any], filename: str, content: bytes) -> Respons
     return Response(head + content + tail, media_type=f"multipart/form-data; boundary={boundary}")
 
 
-@router.post("/infer/{model}", summary="Run a model on an image (datastore id, session or upload)")
+_INFER_200: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The segmentation: a file (output=image), JSON (output=json), both as multipart "
+        "(output=all, the default), or a DICOM SEG (output=dicom_seg)",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {"schema": {"type": "string", "format": "binary"}},
+            "application/dicom": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@router.post(
+    "/infer/{model}",
+    summary="Run a model on an image (datastore id, session or upload)",
+    response_class=Response,
+    responses={**_INFER_200, **schemas.errors(400, 404, 406, 409, 413, 415, 422, 503)},
+)
 async def infer(
     services: ServicesDep,
     user: UserDep,
-    model: str,
-    image: Annotated[str, Query()] = "",
-    session_id: Annotated[str, Query()] = "",
+    model: Annotated[str, PathParam(json_schema_extra=schemas.ID_SCHEMA)],
+    image: Annotated[str, Query(max_length=256)] = "",
+    session_id: Annotated[str, Query(json_schema_extra={"maxLength": 64})] = "",
     output: Annotated[Literal["image", "json", "all", "dicom_seg"] | None, Query()] = None,
     params: Annotated[str, Form()] = "{}",
     file: Annotated[UploadFile | None, File()] = None,
@@ -249,7 +270,7 @@ async def infer(
             if output == "json":
                 return JSONResponse(body)
             if output == "image":
-                response = download(out_path, filename, delete_after=True)
+                response = octet_stream(download(out_path, filename, delete_after=True))
                 out_path = Path()  # the response owns it now
                 return response
             content = await anyio.to_thread.run_sync(out_path.read_bytes)

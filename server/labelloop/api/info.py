@@ -6,11 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from labelloop.api import schemas
 from labelloop.api.deps import ServicesDep
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["info"])
+router = APIRouter(tags=["info"], responses=schemas.AUTH_ERRORS)
 
 
 def _model(services: ServicesDep, name: str) -> dict[str, Any]:
@@ -26,7 +27,11 @@ def _model(services: ServicesDep, name: str) -> dict[str, Any]:
     }
 
 
-@router.get("/info/", summary="App descriptor: labels, models, trainers, strategies, stats")
+@router.get(
+    "/info/",
+    summary="App descriptor: labels, models, trainers, strategies, stats",
+    response_model=schemas.InfoRead,
+)
 def info(services: ServicesDep) -> dict[str, Any]:
     app = services.app
     # No top-level "config": Slicer refuses to work with a server whose info has one.

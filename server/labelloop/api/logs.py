@@ -12,12 +12,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
+from labelloop.api import schemas
 from labelloop.api.deps import ServicesDep
+from labelloop.api.schemas import errors
 from labelloop.errors import NotFoundError
 
 __all__ = ["router", "tail"]
 
-router = APIRouter(prefix="/logs", tags=["logs"])
+router = APIRouter(prefix="/logs", tags=["logs"], responses=schemas.AUTH_ERRORS)
+
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+_PAGE = {"text/html": {"schema": {"type": "string"}}}
 
 
 def tail(path: Path, lines: int, block: int = 64 * 1024) -> str:
@@ -35,13 +40,26 @@ def tail(path: Path, lines: int, block: int = 64 * 1024) -> str:
     return "\n".join(text.splitlines()[-lines:]) + ("\n" if text.endswith("\n") else "")
 
 
-@router.get("/", summary="Server log: an HTML viewer, or plain text with text=true")
+@router.get(
+    "/",
+    summary="Server log: an HTML viewer, or plain text with text=true",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The viewer page, or the log's last lines as text",
+            "content": {**_PAGE, **_TEXT},
+        },
+        **errors(404, 422, 503),
+    },
+)
 def logs(
     services: ServicesDep,
-    lines: Annotated[int, Query()] = 300,
+    lines: Annotated[
+        int, Query(le=1_000_000, description="The last this many lines; 0 or less: the whole log")
+    ] = 300,
     html_: Annotated[bool, Query(alias="html")] = True,
     text: Annotated[bool, Query()] = False,
-    refresh: Annotated[int, Query()] = 0,
+    refresh: Annotated[int, Query(ge=0, le=86_400, description="Reload every N s (at least 3)")] = 0,
 ) -> Response:
     path = services.settings.log_file
     if not path.is_file():
@@ -62,7 +80,12 @@ def logs(
     return HTMLResponse(page)
 
 
-@router.get("/gpu", summary="nvidia-smi output")
+@router.get(
+    "/gpu",
+    summary="nvidia-smi output",
+    response_class=Response,
+    responses={200: {"description": "What nvidia-smi printed", "content": _TEXT}, **errors(404)},
+)
 def gpu() -> PlainTextResponse:
     exe = shutil.which("nvidia-smi")
     if exe is None:

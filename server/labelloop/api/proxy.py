@@ -11,12 +11,24 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from labelloop.api import schemas
 from labelloop.api.deps import ServicesDep
+from labelloop.api.schemas import errors
 from labelloop.errors import FeatureDisabledError, PayloadTooLargeError
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/proxy/dicom", tags=["dicomweb proxy"])
+#: Whatever the PACS answers is relayed: its status, its content type (DICOM JSON, multipart DICOM...).
+_RELAYED: dict[int | str, dict[str, object]] = {
+    "default": {"description": "The PACS's answer, relayed", "content": {"*/*": {}}},
+    200: {"description": "The PACS's answer, relayed", "content": {"*/*": {}}},
+}
+
+router = APIRouter(
+    prefix="/proxy/dicom",
+    tags=["dicomweb proxy"],
+    responses={**schemas.AUTH_ERRORS, **_RELAYED, **errors(406, 413, 502, 504)},
+)
 
 #: Request headers passed on to the PACS; everything else (Authorization, Cookie, Host...) stays here.
 _FORWARDED_REQUEST = ("accept", "content-type", "accept-encoding", "range")
@@ -59,21 +71,26 @@ async def _forward(services: ServicesDep, request: Request, path: str) -> Respon
     return Response(answer.content, answer.status_code, headers=relayed)
 
 
-@router.api_route("/qido/{path:path}", methods=["GET"], summary="QIDO-RS (OHIF's qidoRoot)")
+@router.get("/qido/{path:path}", summary="QIDO-RS (OHIF's qidoRoot)", response_class=Response)
 async def proxy_qido(services: ServicesDep, request: Request, path: str) -> Response:
     return await _forward(services, request, path)
 
 
-@router.api_route("/wado/{path:path}", methods=["GET"], summary="WADO-RS (OHIF's wadoRoot)")
+@router.get("/wado/{path:path}", summary="WADO-RS (OHIF's wadoRoot)", response_class=Response)
 async def proxy_wado(services: ServicesDep, request: Request, path: str) -> Response:
     return await _forward(services, request, path)
 
 
-@router.api_route("/stow/{path:path}", methods=["POST"], summary="STOW-RS")
+@router.post("/stow/{path:path}", summary="STOW-RS", response_class=Response)
 async def proxy_stow(services: ServicesDep, request: Request, path: str) -> Response:
     return await _forward(services, request, path)
 
 
-@router.api_route("/{path:path}", methods=["GET", "POST"], summary="Any DICOMweb request")
+@router.get("/{path:path}", summary="Any DICOMweb read", response_class=Response)
 async def proxy(services: ServicesDep, request: Request, path: str) -> Response:
+    return await _forward(services, request, path)
+
+
+@router.post("/{path:path}", summary="Any DICOMweb write", response_class=Response)
+async def proxy_post(services: ServicesDep, request: Request, path: str) -> Response:
     return await _forward(services, request, path)

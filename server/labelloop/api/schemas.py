@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from labelloop.activelearning import Handout, Lease, RankEntry, ReadsOutcome
 from labelloop.datastore import LabelVersion
@@ -21,6 +21,22 @@ from labelloop.registry import ModelVersion
 from labelloop.workflows import LabelSaved
 
 __all__ = [
+    "AUTH_ERRORS",
+    "MAX_INT",
+    "DatastoreModelRead",
+    "DatastoreStatsRead",
+    "EachTaskRead",
+    "ErrorRead",
+    "ID_SCHEMA",
+    "InfoRead",
+    "InferModelRead",
+    "ModelFileRead",
+    "TAG_SCHEMA",
+    "TrainPairRead",
+    "ValidationErrorRead",
+    "ValidationIssue",
+    "errors",
+    "file_response",
     "LabelSavedRead",
     "LabelVersionRead",
     "LeaseRead",
@@ -43,6 +59,195 @@ __all__ = [
 def format_ts(ts: float) -> str:
     """MONAI Label's task timestamp: local time ``YYYY-mm-dd HH:MM:SS``."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+# ---------------------------------------------------------------- parameters
+
+#: ``labelloop.datastore.ID_PATTERN`` without ``..`` (which ``validate_id`` refuses besides): a
+#: letter or digit, then letters, digits, ``_``, ``-`` and single dots. Written without lookahead
+#: so that every JSON Schema dialect (and the fuzzer's generator) reads it the same way.
+_ID_REGEX = r"[A-Za-z0-9](\.?[A-Za-z0-9_-])*\.?"
+
+#: The JSON Schema of an id (image, label, model, strategy, task). It documents the rule; the
+#: server checks it with ``validate_id`` and answers 400 ``{"detail"}`` naming it, as it always has.
+ID_SCHEMA: dict[str, Any] = {"pattern": f"^{_ID_REGEX}$", "minLength": 1, "maxLength": 128}
+#: A label tag: an id, or empty for ``final`` (as in MONAI Label).
+TAG_SCHEMA: dict[str, Any] = {"pattern": f"^({_ID_REGEX})?$", "maxLength": 128}
+#: The largest integer an INTEGER column holds (PostgreSQL's int4; label and model versions are
+#: INTEGER): a larger query or path integer is a 422, never an overflow in the database driver.
+MAX_INT = 2**31 - 1
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ErrorRead(BaseModel):
+    """Every refusal and error: ``{"detail": message}`` (MONAI Label section 1.3)."""
+
+    detail: str
+
+
+class ValidationIssue(BaseModel):
+    """One entry of a request-validation 422 (FastAPI's pydantic-v2 shape, as MONAI Label sends it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    loc: list[str | int]
+    msg: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrorRead(BaseModel):
+    """422: a list of issues when a parameter fails its declared type, else a message (a ``params``
+    or ``info`` field that is not a JSON object, nested too deeply, or an invalid option)."""
+
+    detail: str | list[ValidationIssue]
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid id or tag, or an unreadable request",
+    401: "Not logged in, or the token is invalid or expired (auth on)",
+    403: "The user's role may not call this route (auth on)",
+    404: "Not found",
+    406: "The feature is not enabled on this server",
+    409: "Conflicts with the current state (a changed label, a lease, a retired version)",
+    413: "Larger than the configured limit",
+    415: "Not a supported image format",
+    422: "Invalid parameters",
+    429: "Too many: a task of this kind is already queued or running, too many sessions, or log-ins",
+    502: "The PACS answered with an error or cannot be reached",
+    503: "Busy, or the audit trail cannot be written; try again shortly",
+    504: "The PACS did not answer in time",
+    507: "The storage set aside for sessions is full",
+}
+
+_BEARER_CHALLENGE = {
+    "WWW-Authenticate": {
+        "description": "``Bearer`` (RFC 6750)",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route's error statuses: ``{"detail": ...}``, a 422 also FastAPI's list."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {
+            "model": ValidationErrorRead if status == 422 else ErrorRead,
+            "description": _ERROR_DESCRIPTIONS[status],
+        }
+        if status == 401:
+            entry["headers"] = _BEARER_CHALLENGE
+        out[status] = entry
+    return out
+
+
+#: With auth on, every route but the log-in routes can answer these (``api/permissions.py``).
+AUTH_ERRORS = errors(401, 403)
+
+
+def file_response(
+    *media_types: str, description: str = "The file, as an attachment", etag: bool = True
+) -> dict[int | str, dict[str, Any]]:
+    """The 200 of a download: its media types, ``Content-Disposition`` (clients take the file name
+    and its extension from it) and, where the route sends one, ``ETag``."""
+    headers: dict[str, Any] = {
+        "Content-Disposition": {
+            "description": "``attachment`` with the file name",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    }
+    if etag:
+        headers["ETag"] = {"description": "The content's entity tag", "schema": {"type": "string"}}
+    content = {media_type: {"schema": {"type": "string", "format": "binary"}} for media_type in media_types}
+    return {200: {"description": description, "content": content, "headers": headers}}
+
+
+# ---------------------------------------------------------------- info and datastore
+
+
+class InferModelRead(BaseModel):
+    """A model of ``/info/`` (MONAI Label section 4), plus our ``state`` and ``version``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    description: str
+    labels: dict[str, int] | list[str]
+    dimension: int
+    config: dict[str, Any]
+
+
+class DatastoreStatsRead(BaseModel):
+    """``GET /datastore/`` (``output=stats``) and ``info.datastore``."""
+
+    total: int
+    completed: int
+    label_tags: dict[str, int]
+
+
+class InfoRead(BaseModel):
+    """``GET /info/``: the app descriptor (MONAI Label section 4); never a top-level ``config``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    description: str
+    version: str
+    labels: list[str]
+    models: dict[str, InferModelRead]
+    trainers: dict[str, dict[str, Any]]
+    strategies: dict[str, dict[str, Any]]
+    scoring: dict[str, dict[str, Any]]
+    train_stats: dict[str, dict[str, Any]]
+    datastore: DatastoreStatsRead
+
+
+class _InfoEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    ext: str
+    info: dict[str, Any]
+
+
+class _DatastoreObject(BaseModel):
+    image: _InfoEntry
+    labels: dict[str, _InfoEntry]
+
+
+class DatastoreModelRead(BaseModel):
+    """``GET /datastore/?output=all``: MONAI Label's ``datastore_v2.json`` (section 5)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    description: str
+    images_dir: str
+    labels_dir: str
+    objects: dict[str, _DatastoreObject]
+
+
+class TrainPairRead(BaseModel):
+    """One entry of ``GET /datastore/?output=train``: server paths of an image and its final label."""
+
+    image: str
+    label: str
+
+
+class ModelFileRead(BaseModel):
+    """``GET /model/info/{model}`` and ``PUT /model/{model}``: the active weights (section 2.9)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    checksum: str = Field(description="SHA256:<hex>")
+    modified_time: int
+    version: int
+    train_stats: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------- jobs
@@ -93,6 +298,13 @@ def task(job: Job) -> TaskRead:
 def task_json(job: Job) -> dict[str, Any]:
     """``task(job)`` as the JSON body, for answers that nest task objects in a plain dict."""
     return task(job).model_dump(mode="json", exclude_unset=True)
+
+
+class EachTaskRead(BaseModel):
+    """One trainer's or scoring method's entry of ``POST /train/`` and ``POST /scoring/``."""
+
+    result: TaskRead | dict[str, Any] | None
+    detail: str | None
 
 
 # ---------------------------------------------------------------- models

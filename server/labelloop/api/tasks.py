@@ -6,22 +6,32 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import JSONResponse
 
 from labelloop.api import schemas
 from labelloop.api.deps import ServicesDep, UserDep
+from labelloop.api.schemas import ID_SCHEMA, errors
 from labelloop.errors import NotFoundError
 from labelloop.jobs import Job, JobKind, JobService, JobStatus
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["train, scoring, batch inference"])
+router = APIRouter(tags=["train, scoring, batch inference"], responses=schemas.AUTH_ERRORS)
 
 Params = Annotated[dict[str, Any] | None, Body()]
+#: Trainer, scoring method and model names are ids; another name is a 404.
+NamePath = Annotated[str, Path(json_schema_extra=ID_SCHEMA)]
 
 #: The status routes answer one task object, or a list of them with ``?all=true``.
 _TASKS = schemas.TaskRead | list[schemas.TaskRead]
+#: A submitted job's task object, or with ``run_sync=true`` what the job returned (training: its stats).
+_SUBMITTED = schemas.TaskRead | dict[str, Any]
+#: What each trainer or scoring method of a run-them-all request answered.
+_EACH = dict[str, schemas.EachTaskRead]
+#: A body that is not JSON (400), too large (413), not an object or with a bad option (422).
+_SUBMIT_ERRORS = errors(400, 404, 413, 422, 429)
+_STATUS_ERRORS = errors(404, 422)
 
 _TITLE = {JobKind.TRAIN: "Train", JobKind.SCORING: "Scoring", JobKind.BATCH_INFER: "Batch_infer"}
 
@@ -59,12 +69,16 @@ async def _finish(services: ServicesDep, job: Job, run_sync: bool) -> Any:
 
 
 @router.post(
-    "/train/{model}", summary="Train a model in a worker process (429 while one is queued or running)"
+    "/train/{model}",
+    summary="Train a model in a worker process (429 while one is queued or running)",
+    response_model=_SUBMITTED,
+    response_model_exclude_unset=True,
+    responses=_SUBMIT_ERRORS,
 )
 async def train(
     services: ServicesDep,
     user: UserDep,
-    model: str,
+    model: NamePath,
     params: Params = None,
     run_sync: Annotated[bool, Query()] = False,
     enqueue: Annotated[bool, Query()] = False,
@@ -75,7 +89,13 @@ async def train(
     return await _finish(services, job, run_sync)
 
 
-@router.post("/train/", summary="Deprecated: queue every trainer (OHIF uses it)")
+@router.post(
+    "/train/",
+    summary="Deprecated: queue every trainer (OHIF uses it)",
+    response_model=_EACH,
+    response_model_exclude_unset=True,
+    responses=errors(400, 404, 413, 422),
+)
 async def train_all(services: ServicesDep, user: UserDep, params: Params = None) -> Any:
     jobs = await anyio.to_thread.run_sync(partial(services.jobs.submit_all_trainers, params or {}, user))
     return {name: {"result": schemas.task_json(job), "detail": None} for name, job in jobs.items()}
@@ -86,6 +106,7 @@ async def train_all(services: ServicesDep, user: UserDep, params: Params = None)
     summary="The newest train task, all of them, or the running one (404 if none)",
     response_model=_TASKS,
     response_model_exclude_unset=True,
+    responses=_STATUS_ERRORS,
 )
 def train_status(
     services: ServicesDep,
@@ -95,13 +116,22 @@ def train_status(
     return _status(JobKind.TRAIN, services, all, check_if_running)
 
 
-@router.delete("/train/", summary="Stop the running train task and cancel queued ones")
+@router.delete(
+    "/train/",
+    summary="Stop the running train task and cancel queued ones (null if none)",
+    response_model=schemas.TaskRead | None,
+)
 async def train_stop(services: ServicesDep, user: UserDep) -> JSONResponse:
     return await _stop(JobKind.TRAIN, services, user)
 
 
-@router.get("/train/{task_id}", summary="One train task by id (ours)", response_model_exclude_unset=True)
-def train_task(services: ServicesDep, task_id: str) -> schemas.TaskRead:
+@router.get(
+    "/train/{task_id}",
+    summary="One train task by id (ours)",
+    response_model_exclude_unset=True,
+    responses=_STATUS_ERRORS,
+)
+def train_task(services: ServicesDep, task_id: NamePath) -> schemas.TaskRead:
     job = services.jobs.get(task_id)
     if job.kind != JobKind.TRAIN:
         raise NotFoundError(f"Task '{task_id}' is not a train task")
@@ -111,11 +141,17 @@ def train_task(services: ServicesDep, task_id: str) -> schemas.TaskRead:
 # ---------------------------------------------------------------- scoring
 
 
-@router.post("/scoring/{method}", summary="Run a scoring method in a worker process")
+@router.post(
+    "/scoring/{method}",
+    summary="Run a scoring method in a worker process",
+    response_model=_SUBMITTED,
+    response_model_exclude_unset=True,
+    responses=_SUBMIT_ERRORS,
+)
 async def scoring(
     services: ServicesDep,
     user: UserDep,
-    method: str,
+    method: NamePath,
     params: Params = None,
     run_sync: Annotated[bool, Query()] = False,
 ) -> Any:
@@ -123,7 +159,13 @@ async def scoring(
     return await _finish(services, job, run_sync)
 
 
-@router.post("/scoring/", summary="Deprecated: run every scoring method")
+@router.post(
+    "/scoring/",
+    summary="Deprecated: run every scoring method",
+    response_model=_EACH,
+    response_model_exclude_unset=True,
+    responses=errors(400, 413, 422),
+)
 async def scoring_all(services: ServicesDep, user: UserDep, params: Params = None) -> Any:
     results: dict[str, Any] = {}
     for method in services.jobs.scoring_methods():
@@ -142,6 +184,7 @@ async def scoring_all(services: ServicesDep, user: UserDep, params: Params = Non
     summary="The newest scoring task, all of them, or the running one",
     response_model=_TASKS,
     response_model_exclude_unset=True,
+    responses=_STATUS_ERRORS,
 )
 def scoring_status(
     services: ServicesDep,
@@ -151,7 +194,9 @@ def scoring_status(
     return _status(JobKind.SCORING, services, all, check_if_running)
 
 
-@router.delete("/scoring/", summary="Stop scoring")
+@router.delete(
+    "/scoring/", summary="Stop scoring (null if none runs)", response_model=schemas.TaskRead | None
+)
 async def scoring_stop(services: ServicesDep, user: UserDep) -> JSONResponse:
     return await _stop(JobKind.SCORING, services, user)
 
@@ -170,11 +215,17 @@ _BATCH_DEFAULTS: dict[str, Any] = {
 }
 
 
-@router.post("/batch/infer/{model}", summary="Infer a model over many images in a worker process")
+@router.post(
+    "/batch/infer/{model}",
+    summary="Infer a model over many images in a worker process",
+    response_model=_SUBMITTED,
+    response_model_exclude_unset=True,
+    responses=_SUBMIT_ERRORS,
+)
 async def batch_infer(
     services: ServicesDep,
     user: UserDep,
-    model: str,
+    model: NamePath,
     params: Params = None,
     images: Annotated[Literal["all", "labeled", "unlabeled"], Query()] = "all",
     run_sync: Annotated[bool, Query()] = False,
@@ -191,6 +242,7 @@ async def batch_infer(
     summary="The newest batch inference task, all of them, or the running one",
     response_model=_TASKS,
     response_model_exclude_unset=True,
+    responses=_STATUS_ERRORS,
 )
 def batch_status(
     services: ServicesDep,
@@ -200,6 +252,8 @@ def batch_status(
     return _status(JobKind.BATCH_INFER, services, all, check_if_running)
 
 
-@router.delete("/batch/infer", summary="Stop batch inference")
+@router.delete(
+    "/batch/infer", summary="Stop batch inference (null if none runs)", response_model=schemas.TaskRead | None
+)
 async def batch_stop(services: ServicesDep, user: UserDep) -> JSONResponse:
     return await _stop(JobKind.BATCH_INFER, services, user)
