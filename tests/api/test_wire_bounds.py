@@ -262,3 +262,19 @@ def test_every_422_is_documented_as_either_shape(sqlite_server: LiveServer) -> N
     assert {"type": "string"} in schema["anyOf"] and any(s.get("type") == "array" for s in schema["anyOf"])
     declared = spec["paths"]["/datastore/image/info"]["put"]["responses"]["422"]["content"]
     assert declared["application/json"]["schema"] == {"$ref": "#/components/schemas/ValidationErrorRead"}
+
+
+def test_info_cannot_grow_past_the_limit_by_repeated_updates(
+    make_server: ServerFactory, volumes: Volumes
+) -> None:
+    server = make_server(datastore=DatastoreSettings(max_info_bytes=4096))
+    _populate(server, volumes)
+    url = f"{server.url}/datastore/image/info?image=ct1"
+    for i in range(2):
+        assert (
+            requests.put(url, data={"info": json.dumps({f"k{i}": "x" * 1500})}, timeout=30).status_code == 200
+        )
+    third = requests.put(url, data={"info": json.dumps({"k2": "x" * 1500})}, timeout=30)
+    assert third.status_code == 413 and "with what is stored already" in third.json()["detail"]
+    stored = requests.get(url, timeout=30).json()
+    assert "k2" not in json.dumps(stored) and "k1" in json.dumps(stored)

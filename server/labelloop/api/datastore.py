@@ -181,7 +181,7 @@ _INFO_ERRORS = {
 def put_image_info(
     ds: DatastoreDep, user: UserDep, limit: InfoLimit, image: ImageQuery, info: Annotated[str, Form()]
 ) -> None:
-    ds.images.update_info(image, parse_json_object(info, "info", max_bytes=limit), user)
+    ds.images.update_info(image, parse_json_object(info, "info", max_bytes=limit), user, max_bytes=limit)
 
 
 # ---------------------------------------------------------------- labels
@@ -284,7 +284,7 @@ def put_label_info(
     tag: TagQuery,
     info: Annotated[str, Form()],
 ) -> None:
-    ds.labels.update_info(label, tag, parse_json_object(info, "info", max_bytes=limit), user)
+    ds.labels.update_info(label, tag, parse_json_object(info, "info", max_bytes=limit), user, max_bytes=limit)
 
 
 @router.put(
@@ -300,7 +300,9 @@ def update_label_info(
     tag: TagQuery,
     params: Annotated[str, Form()],
 ) -> None:
-    ds.labels.update_info(label, tag, parse_json_object(params, "params", max_bytes=limit), user)
+    ds.labels.update_info(
+        label, tag, parse_json_object(params, "params", max_bytes=limit), user, max_bytes=limit
+    )
 
 
 @router.get("/label/versions", summary="Label history with provenance, newest first", responses=_READ_ERRORS)

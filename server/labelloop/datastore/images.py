@@ -13,7 +13,7 @@ from labelloop.datastore.counters import IMAGES, bump, label_counter
 from labelloop.datastore.ids import DEFAULT_TAG, validate_id
 from labelloop.datastore.intake import accept_image
 from labelloop.datastore.models import images, labels
-from labelloop.datastore.records import Context, ImageRecord
+from labelloop.datastore.records import Context, ImageRecord, check_info_size
 from labelloop.errors import ConflictError, ImageNotFoundError, InvalidInputError, InvalidParamsError
 from labelloop.imaging import Geometry, read_geometry, strip_extensions
 
@@ -321,16 +321,28 @@ class ImageStore:
         ).first()
         return found is not None
 
-    def update_info(self, image_id: str, info: dict[str, Any], user: str) -> ImageRecord:
-        """Merge ``info`` (plus ``user``) into the image's info."""
+    def update_info(
+        self, image_id: str, info: dict[str, Any], user: str, *, max_bytes: int | None = None
+    ) -> ImageRecord:
+        """Merge ``info`` (plus ``user``) into the image's info; with ``max_bytes``, the merged info
+        may take at most that many bytes (a client's update; the server's own notes are not capped)."""
         validate_id(image_id)
         with self._ctx.db.write() as conn:
-            return self.update_info_in(conn, image_id, info, user)
+            return self.update_info_in(conn, image_id, info, user, max_bytes=max_bytes)
 
-    def update_info_in(self, conn: Connection, image_id: str, info: dict[str, Any], user: str) -> ImageRecord:
+    def update_info_in(
+        self,
+        conn: Connection,
+        image_id: str,
+        info: dict[str, Any],
+        user: str,
+        *,
+        max_bytes: int | None = None,
+    ) -> ImageRecord:
         """``update_info`` in ``conn``'s write transaction."""
         record = self.get_in(conn, image_id, lock=True)
         merged = {**record.info, **_clean_info(info), "user": user}
+        check_info_size(merged, max_bytes)
         conn.execute(
             update(images).where(images.c.id == image_id).values(info=merged, updated_at=self._ctx.clock())
         )

@@ -14,7 +14,14 @@ from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, vali
 from labelloop.datastore.images import ImageStore
 from labelloop.datastore.intake import accept_label
 from labelloop.datastore.models import label_versions, labels
-from labelloop.datastore.records import Context, ImageRecord, LabelFile, LabelVersion, Provenance
+from labelloop.datastore.records import (
+    Context,
+    ImageRecord,
+    LabelFile,
+    LabelVersion,
+    Provenance,
+    check_info_size,
+)
 from labelloop.errors import ConflictError, LabelConflictError, LabelNotFoundError
 from labelloop.imaging import read_volume
 from labelloop.imaging.dicomseg import SegAuthor
@@ -227,8 +234,11 @@ class LabelStore:
         ).first()
         return int(row.model_version) if row is not None else None
 
-    def update_info(self, image_id: str, tag: str | None, info: dict[str, Any], user: str) -> LabelVersion:
-        """Merge ``info`` (plus ``user``) into the current version's info; the file stays as it is."""
+    def update_info(
+        self, image_id: str, tag: str | None, info: dict[str, Any], user: str, *, max_bytes: int | None = None
+    ) -> LabelVersion:
+        """Merge ``info`` (plus ``user``) into the current version's info; the file stays as it is.
+        With ``max_bytes``, the merged info may take at most that many bytes (413)."""
         validate_id(image_id)
         tag = validate_tag(tag)
         with self._ctx.db.write() as conn:
@@ -239,6 +249,7 @@ class LabelStore:
                 **{k: v for k, v in info.items() if k not in ("ts", "name")},
                 "user": user,
             }
+            check_info_size(merged, max_bytes)
             conn.execute(
                 update(label_versions)
                 .where(

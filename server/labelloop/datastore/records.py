@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 from labelloop.datastore.blobs import BlobStore
 from labelloop.datastore.intake import Decoder
 from labelloop.db import Database
-from labelloop.errors import NotFoundError
+from labelloop.errors import NotFoundError, PayloadTooLargeError
 from labelloop.imaging import Geometry
 from labelloop.settings import DatastoreSettings
 
@@ -207,3 +207,17 @@ class SessionRecord:
 
     def expired(self, now: float) -> bool:
         return self.last_access_at + self.expiry_s < now
+
+
+def check_info_size(info: Mapping[str, Any], max_bytes: int | None) -> None:
+    """``PayloadTooLargeError`` (413) when ``info`` as stored (JSON) would pass ``max_bytes``."""
+    if max_bytes is None:
+        return
+    import json
+
+    size = len(json.dumps(info, separators=(",", ":"), default=str).encode())
+    if size > max_bytes:
+        raise PayloadTooLargeError(
+            f"The info would take {size:,} bytes with what is stored already, over the limit of "
+            f"{max_bytes:,} (setting datastore.max_info_bytes)"
+        )
