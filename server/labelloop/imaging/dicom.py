@@ -229,11 +229,9 @@ def read_dicom_series(datasets: Iterable[Any], *, release: bool = False) -> Volu
             raise ImageReadError(
                 f"A DICOM slice has pixel data of shape {plane.shape}; one grey plane is needed"
             )
-        values: npt.NDArray[Any] = (
-            plane.T.astype(np.int64) * int(slope) + int(intercept)
-            if integral
-            else plane.T.astype(np.float64) * slope + intercept
-        )
+        # float32 holds every integer up to 2^24 exactly, which covers stored pixels (at most 16 bits)
+        # times an integral slope plus intercept whenever the result fits int16.
+        values: npt.NDArray[Any] = plane.T.astype(np.float32) * np.float32(slope) + np.float32(intercept)
         if array.dtype == np.int16 and (values.min() < -32768 or values.max() > 32767):
             array = array.astype(np.float32)  # the values need more than int16: keep them exact
         array[:, :, k] = values
