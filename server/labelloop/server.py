@@ -278,7 +278,15 @@ def create_app(settings: Settings) -> FastAPI:
                 )
             ),
         ]
-        logger.info("labelloop %s serving app %r from %s", __version__, services.app.name, settings.app)
+        logger.info(
+            "labelloop %s serving app %r from %s on http://%s:%d/ (auth %s)",
+            __version__,
+            services.app.name,
+            settings.app,
+            settings.host,
+            settings.port,
+            "on" if settings.auth.enabled else "off",
+        )
         try:
             yield
         finally:

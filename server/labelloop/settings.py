@@ -194,7 +194,8 @@ class Settings(BaseSettings):
 
     app: Path = Field(Path("apps/radiology"), description="Folder of the app to serve")
     studies: str | None = Field(
-        None, description="Folder of studies to register in place (or a DICOMweb URL in a later release)"
+        None,
+        description="Folder of studies to register in place, or a DICOMweb URL (http://host/dicom-web)",
     )
     data_dir: Path = Field(
         default_factory=default_data_dir,

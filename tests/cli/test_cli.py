@@ -121,3 +121,17 @@ def test_settings_flags_override_environment(tmp_path: Path) -> None:
         assert _settings(_parser().parse_args(["serve", "--port", "9200"])).port == 9200
     finally:
         del os.environ["LABELLOOP_PORT"]
+
+
+def test_serve_help_lists_every_setting_from_the_settings_model() -> None:
+    from labelloop.cli.common import _settings_rows
+
+    result = run_cli("serve", "--help")
+    assert result.returncode == 0
+    names = [env for env, _, _ in _settings_rows(Settings, "LABELLOOP_")]
+    assert len(names) > 50  # the nested sections are walked, not only the 7 flags
+    missing = [env for env in names if f"{env}=" not in result.stdout]
+    assert not missing, missing
+    for line in ("LABELLOOP_AUTH__ENABLED=False", "LABELLOOP_DATASTORE__MAX_VOXELS=1073741824"):
+        assert line in result.stdout
+    assert "(default: None)" not in result.stdout and "later release" not in result.stdout

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from labelloop import __version__
 from labelloop.cli import users
-from labelloop.cli.common import SERVER_FLAGS, Progress, add_settings_flags, configure_logging, settings_from
+from labelloop.cli.common import (
+    SERVER_FLAGS,
+    Progress,
+    add_settings_flags,
+    configure_logging,
+    settings_epilog,
+    settings_from,
+)
 from labelloop.settings import Settings
 
 __all__ = ["main"]
@@ -155,7 +162,10 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="Serve the app and studies over HTTP (MONAI Label REST API)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Serve the app and studies over HTTP (MONAI Label REST API). A flag given here wins "
+        "over its environment variable.",
+        epilog=settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_settings_flags(serve, list(SERVER_FLAGS))
     serve.add_argument(

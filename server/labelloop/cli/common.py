@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import logging.handlers
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from labelloop.settings import Settings
 
@@ -36,11 +40,55 @@ SERVER_FLAGS: dict[str, str] = {
 DATABASE_FLAGS = ["--data-dir", "--database-url", "--log-level"]
 
 
+def _default(field: FieldInfo) -> Any:
+    if field.default_factory is not None:
+        return field.default_factory()  # type: ignore[call-arg]
+    return field.default
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=str)
+    return "" if value is None else str(value)
+
+
+def _settings_rows(model: type[BaseModel], env: str) -> Iterator[tuple[str, str, str]]:
+    """``(environment variable, default, description)`` of every setting of ``model``, nested
+    sections included (``LABELLOOP_<SECTION>__<NAME>``)."""
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            yield from _settings_rows(kind, f"{env}{name.upper()}__")
+            continue
+        yield f"{env}{name.upper()}", _shown(_default(field)), field.description or ""
+
+
+def settings_epilog() -> str:
+    """Every setting with its environment variable and default, generated from ``Settings`` so the
+    help cannot drift from what the server reads."""
+    lines = ["every setting (environment variable = default: meaning):"]
+    for env, default, description in _settings_rows(Settings, "LABELLOOP_"):
+        if env == "LABELLOOP_APP":
+            default = "apps/radiology of the current directory"
+        elif env == "LABELLOOP_DATA_DIR":
+            default = "$XDG_DATA_HOME/labelloop or ~/.local/share/labelloop"
+        lines.append(f"  {env}={default}")
+        lines.append(f"      {description}")
+    lines.append("Lists and nested values are JSON: LABELLOOP_CORS_ORIGINS='[\"https://ohif.example\"]'.")
+    return "\n".join(lines)
+
+
 def _field_help(name: str) -> str:
     field = Settings.model_fields[name]
-    default = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
     env = f"LABELLOOP_{name.upper()}"
-    shown = "current directory's apps/radiology" if name == "app" else default
+    if name == "app":
+        shown = "current directory's apps/radiology"
+    elif name == "data_dir":
+        shown = "$XDG_DATA_HOME/labelloop or ~/.local/share/labelloop"
+    else:
+        shown = _shown(_default(field)) or "none"
     return f"{field.description}. Env {env}; default: {shown}"
 
 
