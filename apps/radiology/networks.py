@@ -28,14 +28,52 @@ def unet(in_channels: int, out_channels: int, config: NetworkConfig = NETWORK) -
 
 
 def load_weights(network: Any, weights: Path, device: Any) -> Any:
-    """Load a state dict (or a checkpoint holding one under ``model``/``state_dict``) in eval mode."""
+    """Load a state dict (or a checkpoint holding one under ``model``/``state_dict``) in eval mode.
+
+    Raises ``ValueError`` saying what was expected: a file ``torch.save`` wrote, holding a state dict
+    of this network, and naming the first missing, unexpected or mismatched key.
+    """
     import torch
 
-    state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"the file is not PyTorch weights: expected a state dict of {type(network).__name__} saved with "
+            f"torch.save (torch.load failed with {type(exc).__name__})"
+        ) from None
     if isinstance(state, dict):
         for key in ("model", "state_dict", "network"):
             if isinstance(state.get(key), dict):
                 state = state[key]
                 break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"the file holds a {type(state).__name__}, not a state dict (parameter name -> tensor) of "
+            f"{type(network).__name__}"
+        )
+    _check_state(network, state)
     network.load_state_dict(state)
     return network.to(device).eval()
+
+
+def _check_state(network: Any, state: dict[str, Any]) -> None:
+    """``ValueError`` naming the first key where ``state`` and ``network``'s own state dict differ."""
+    own = network.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or mismatched):
+        return
+    parts = [f"expected the {len(own)} tensors of {type(network).__name__}"]
+    if missing:
+        parts.append(f"{len(missing)} missing, the first '{missing[0]}'")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, the first '{unexpected[0]}'")
+    if mismatched:
+        k = mismatched[0]
+        parts.append(
+            f"{len(mismatched)} of another shape, the first '{k}' {tuple(state[k].shape)} "
+            f"where the network has {tuple(own[k].shape)}"
+        )
+    raise ValueError("; ".join(parts))

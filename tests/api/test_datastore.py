@@ -670,3 +670,23 @@ def test_a_restart_on_the_same_data_dir_keeps_images_versions_and_info(
         assert info["segmentationMeta"] == {"status": "approved"}
     finally:
         second.stop()
+
+
+def test_client_id_in_the_query_string_is_recorded(
+    sqlite_server: LiveServer, volumes: Callable[..., Path]
+) -> None:
+    with volumes("q1.nii.gz").open("rb") as f:
+        assert requests.put(f"{sqlite_server.url}/datastore/image?image=q1", files={"file": f}, timeout=30).ok
+    with volumes("q1.nrrd", kind="label").open("rb") as f:
+        saved = requests.put(
+            f"{sqlite_server.url}/datastore/label",
+            params={"image": "q1", "tag": "final", "client_id": "carol"},
+            files={"label": f},
+            timeout=30,
+        )
+    assert saved.status_code == 200, saved.text
+    history = requests.get(
+        f"{sqlite_server.url}/datastore/label/versions?image=q1&tag=final", timeout=30
+    ).json()
+    newest = history[0] if isinstance(history, list) else history["versions"][0]
+    assert newest["client_id"] == "carol"

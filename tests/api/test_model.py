@@ -208,3 +208,25 @@ def test_unknown_model_is_404_everywhere(sqlite_server: LiveServer, tmp_path: Pa
     for response in responses:
         assert "nope" in _detail(response, 404)
     assert not any((sqlite_server.data_dir).rglob("nope*")), "nothing stored for an unknown model"
+
+
+def test_refused_weights_say_what_was_expected(sqlite_server: LiveServer, tmp_path: Path) -> None:
+    import torch
+
+    torch.save([1, 2, 3], str(tmp_path / "list.pt"))
+    expected = {
+        "garbage.pt": (
+            write_garbage(tmp_path / "garbage.pt"),
+            "not PyTorch weights: expected a state dict of UNet",
+        ),
+        "list.pt": (tmp_path / "list.pt", "holds a list, not a state dict"),
+        "wrong_shape.pt": (
+            write_weights(tmp_path / "wrong_shape.pt", wrong_shape=True),
+            "of another shape, the first '",
+        ),
+        "deepedit.pt": (write_weights(tmp_path / "deepedit.pt", "deepedit"), "where the network has"),
+    }
+    for name, (path, words) in expected.items():
+        detail = _detail(_put(sqlite_server, "segmentation", path), 422)
+        assert words in detail, (name, detail)
+        assert "174812789" not in detail

@@ -206,10 +206,16 @@ def put_label(
     tag: Annotated[str, Query(json_schema_extra=TAG_SCHEMA)] = "",
     params: Annotated[str, Form()] = "{}",
     if_match: Annotated[str | None, Header()] = None,
+    client_id: Annotated[
+        str | None, Query(max_length=256, description="As in params; params wins when both say")
+    ] = None,
 ) -> schemas.LabelSavedRead:
     validate_id(image)
     tag = validate_tag(tag)
-    provenance = client_provenance(parse_json_object(params, "params", max_bytes=limit), principal)
+    parsed = parse_json_object(params, "params", max_bytes=limit)
+    if client_id and not parsed.get("client_id"):
+        parsed["client_id"] = client_id  # some of MONAI Label's clients send it in the query string
+    provenance = client_provenance(parsed, principal)
     with spooled_upload(services.datastore, label) as path:
         file = LabelFile(path, label.filename, disposable=True)
         request = LabelSave(image, tag, file, provenance, parse_if_match(if_match))
