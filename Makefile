@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 SAMPLE ?= data/sample
 SERVER_DATA ?= data/server
 SYNTHETIC ?= 20
-PIP    := $(BIN)/python -m pip --disable-pip-version-check --progress-bar off
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
 APT_TEST_PACKAGES := postgresql orthanc orthanc-dicomweb
 
 .PHONY: serve test venv sample-data test-deps lint typecheck imports pytest bench clean
@@ -17,15 +17,15 @@ APT_TEST_PACKAGES := postgresql orthanc orthanc-dicomweb
 $(BIN)/.installed: pyproject.toml requirements/constraints.txt
 	@echo "==> [1/4] creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install --progress-bar off -q --upgrade pip setuptools wheel
 	@echo "==> [2/4] installing torch 2.13.0 (CPU build)"
-	$(PIP) install -c requirements/constraints.txt torch==2.13.0
+	$(PIP) install --progress-bar off -c requirements/constraints.txt torch==2.13.0
 	@echo "==> [3/4] installing labelloop and its dependencies (the longest step: about a minute)"
-	$(PIP) install -c requirements/constraints.txt -e '.[dev]'
+	$(PIP) install --progress-bar off -c requirements/constraints.txt -e '.[dev]'
 	@echo "==> [4/4] installing the MONAI Label Python client (the tests drive it)"
 	# The MONAI Label Python client (what 3D Slicer uses) drives the tests; its server
 	# dependencies are not needed.
-	$(PIP) install -q --no-deps monailabel==0.8.5
+	$(PIP) install --progress-bar off -q --no-deps monailabel==0.8.5
 	$(BIN)/python -c "import labelloop, torch" && touch $@
 
 venv: $(BIN)/.installed
