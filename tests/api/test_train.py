@@ -336,3 +336,15 @@ def test_batch_infer_and_dice_scoring_run_as_jobs(make_server: ServerFactory, tm
         assert f"scheduling group nice {niceness}" in task["details"][0], task["details"]
     assert requests.get(f"{server.url}/batch/infer", timeout=10).json()["status"] == "DONE"
     assert json.loads(json.dumps(requests.get(f"{server.url}/info/", timeout=10).json()["scoring"]))["dice"]
+
+
+def test_status_shows_the_running_task_before_a_queued_one(trainer_server: LiveServer) -> None:
+    server = trainer_server
+    long = {**QUICK, "max_epochs": 200, "early_stop_patience": -1}
+    running = requests.post(f"{server.url}/train/segmentation", json=long, timeout=10).json()
+    _wait(server, lambda t: t["id"] == running["id"] and t["status"] == "RUNNING")
+    queued = requests.post(f"{server.url}/train/deepedit", params={"enqueue": "true"}, json=QUICK, timeout=10)
+    assert queued.json()["status"] == "SUBMITTED"
+    shown = requests.get(f"{server.url}/train/", timeout=10).json()
+    assert (shown["id"], shown["status"]) == (running["id"], "RUNNING"), "the queued one was shown"
+    requests.delete(f"{server.url}/train/", timeout=60)
