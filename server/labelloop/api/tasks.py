@@ -45,8 +45,9 @@ def _status(kind: JobKind, services: ServicesDep, all_: bool, check_if_running: 
         return schemas.task_json(job)
     if all_:
         return [schemas.task_json(job) for job in jobs.history(kind)]
-    # The running task first: a queued one behind it is not what a client polling status waits for.
-    latest = jobs.running(kind) or jobs.latest(kind)
+    # A running task first: a queued one behind it is not what a client polling status waits for.
+    running = jobs.running(kind)
+    latest = running if running is not None and running.status == JobStatus.RUNNING else jobs.latest(kind)
     if latest is None:
         raise NotFoundError(f"No {_TITLE[kind]} Tasks Found")
     return schemas.task_json(latest)
