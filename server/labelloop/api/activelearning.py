@@ -82,9 +82,7 @@ async def next_sample(
     params: Annotated[dict[str, Any] | None, Body()] = None,
 ) -> schemas.NextSampleRead:
     params = dict(params or {})
-    if principal.via != "anonymous":
-        # Logged in: the lease is the user's, whatever client_id the client sends.
-        params["client_id"] = lease_holder(principal, None)
+    params["client_id"] = lease_holder(principal, params.get("client_id"))
     handout = await anyio.to_thread.run_sync(
         partial(services.activelearning.next_sample, strategy, params, user)
     )

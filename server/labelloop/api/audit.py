@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
 
 import anyio.to_thread
 from fastapi import APIRouter, Query
@@ -72,8 +73,6 @@ _TARGET_PARAMS = ("image", "label", "id", "tag", "version", "model")
 
 
 def _target(scope: Scope) -> str | None:
-    from urllib.parse import parse_qsl
-
     parts = [f"{k}={v}" for k, v in scope.get("path_params", {}).items()]
     query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
     parts += [f"{k}={query[k]}" for k in _TARGET_PARAMS if k in query]

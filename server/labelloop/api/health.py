@@ -12,7 +12,6 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 
 from labelloop.api.deps import ServicesDep
 
@@ -35,15 +34,6 @@ class HealthRead(BaseModel):
     workers: WorkersHealth
 
 
-def _database_ok(services: ServicesDep) -> bool:
-    try:
-        with services.datastore.db.read() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception:
-        return False
-    return True
-
-
 @router.get(
     "/health",
     summary="Whether the database answers and this server's job workers run (200, else 503)",
@@ -51,7 +41,7 @@ def _database_ok(services: ServicesDep) -> bool:
     responses={503: {"model": HealthRead, "description": "The database or a worker is down"}},
 )
 async def health(services: ServicesDep, request: Request) -> JSONResponse:
-    database = await anyio.to_thread.run_sync(_database_ok, services)
+    database = await anyio.to_thread.run_sync(services.datastore.db.ping)
     processes = getattr(request.app.state, "worker_processes", [])
     running = sum(1 for p in processes if p.poll() is None)
     live = 0

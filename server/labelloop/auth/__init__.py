@@ -5,9 +5,8 @@ from labelloop.auth.audit import (
     AuditEvent,
     AuditTrail,
     AuditVerification,
-    fhir_audit_event,
-    fhir_bundle,
 )
+from labelloop.auth.fhir import fhir_audit_event, fhir_bundle
 from labelloop.auth.keys import SigningKey, SigningKeys
 from labelloop.auth.oidc import OidcVerifier
 from labelloop.auth.roles import (
@@ -21,7 +20,7 @@ from labelloop.auth.roles import (
     includes,
     parse_role,
 )
-from labelloop.auth.service import ISSUER, AccessToken, Auth, BearerVerifier, LoginAudit
+from labelloop.auth.service import ISSUER, AccessToken, Auth
 from labelloop.auth.users import TOKEN_PREFIX, USER_NAME, ApiToken, User, UserStore
 
 __all__ = [
@@ -40,8 +39,6 @@ __all__ = [
     "AuditTrail",
     "AuditVerification",
     "Auth",
-    "BearerVerifier",
-    "LoginAudit",
     "OidcVerifier",
     "Principal",
     "Role",

@@ -10,18 +10,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import jwt
 
+from labelloop.auth.audit import AuditTrail
 from labelloop.auth.keys import SigningKeys
+from labelloop.auth.oidc import OidcVerifier
 from labelloop.auth.roles import ROLES, Principal
 from labelloop.auth.users import TOKEN_PREFIX, UserStore
 from labelloop.db import Database
 from labelloop.errors import AuthenticationError, NotAuthenticatedError, TooManyAttemptsError
 from labelloop.settings import AuthSettings
 
-__all__ = ["AccessToken", "Auth", "BearerVerifier", "LoginAudit", "ISSUER"]
+__all__ = ["AccessToken", "Auth", "ISSUER"]
 
 #: The ``iss`` of the tokens this server signs (an OIDC issuer's tokens carry its URL instead).
 ISSUER = "labelloop"
@@ -37,37 +38,6 @@ class AccessToken:
     expires_in: int
 
 
-class BearerVerifier(Protocol):
-    """An external issuer's token check (``OidcVerifier``)."""
-
-    def verify(self, token: str) -> Principal: ...
-
-
-class LoginAudit(Protocol):
-    """What log-ins need of the audit trail: record them, count recent failures."""
-
-    def record(
-        self,
-        action: str,
-        *,
-        user: str,
-        outcome: str = "success",
-        target: str | None = None,
-        address: str | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> object: ...
-
-    def count(
-        self,
-        *,
-        action: str,
-        user: str | None = None,
-        address: str | None = None,
-        outcome: str | None = None,
-        since: float,
-    ) -> int: ...
-
-
 class Auth:
     """Log-ins and bearer tokens for one server (its users live in ``db``, its keys under ``data_dir``)."""
 
@@ -76,10 +46,10 @@ class Auth:
         settings: AuthSettings,
         db: Database,
         data_dir: Path,
-        audit: LoginAudit,
+        audit: AuditTrail,
         *,
         anonymous_user: str = "admin",
-        oidc: BearerVerifier | None = None,
+        oidc: OidcVerifier | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings

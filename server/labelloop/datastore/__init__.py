@@ -1,6 +1,6 @@
 """The catalogue: images, immutable label versions, sessions; SQLite or PostgreSQL plus blob files."""
 
-from labelloop.datastore.blobs import BlobStore, sha256_file
+from labelloop.datastore.blobs import BlobStore, pid_alive, sha256_file
 from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, validate_tag
 from labelloop.datastore.intake import read_image, read_label
 from labelloop.datastore.labels import parse_if_match
@@ -18,6 +18,7 @@ from labelloop.datastore.sources.folder import ImportReport, studies_id
 from labelloop.datastore.sources.pacs import PacsLink, RefreshReport
 
 __all__ = [
+    "pid_alive",
     "DEFAULT_TAG",
     "ORIGINAL_TAG",
     "BlobStore",

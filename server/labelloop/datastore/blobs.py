@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["BlobStore", "sha256_file"]
+__all__ = ["BlobStore", "pid_alive", "sha256_file"]
 
 _CHUNK = 1024 * 1024
 
@@ -40,7 +40,8 @@ def _fsync_dir(path: Path) -> None:
 _OWNER = socket.gethostname().replace(".", "_") or "host"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -85,7 +86,7 @@ class BlobStore:
         for path in self.tmp.iterdir():
             owner, _, rest = path.name.partition(".")
             pid = rest.partition(".")[0]
-            dead = owner == _OWNER and pid.isdigit() and not _alive(int(pid))
+            dead = owner == _OWNER and pid.isdigit() and not pid_alive(int(pid))
             try:
                 if dead or path.stat().st_mtime < cutoff:
                     path.unlink()

@@ -116,5 +116,14 @@ class Database:
 
         return pg_insert(table).values(**values).on_conflict_do_nothing()
 
+    def ping(self) -> bool:
+        """Whether the database answers a query (health checks)."""
+        try:
+            with self.read() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
     def dispose(self) -> None:
         self.engine.dispose()

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, desc, func, insert, select, update
 
+from labelloop.datastore import pid_alive
 from labelloop.db import Database
 from labelloop.errors import AlreadyRunningError, JobNotFoundError
 from labelloop.jobs.models import jobs, workers
@@ -22,16 +23,6 @@ __all__ = ["JobQueue"]
 logger = logging.getLogger(__name__)
 
 _ACTIVE = (JobStatus.SUBMITTED.value, JobStatus.RUNNING.value)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class JobQueue:
@@ -363,15 +354,11 @@ class JobQueue:
             for row in rows:
                 job = self._record(row)
                 beat = job.heartbeat_at or job.started_at or job.created_at
-                if (
-                    row["host"] == host
-                    and row["worker_pid"] is not None
-                    and not _pid_alive(row["worker_pid"])
-                ):
+                if row["host"] == host and row["worker_pid"] is not None and not pid_alive(row["worker_pid"]):
                     dead.append(
                         (job, f"its worker (process {row['worker_pid']}) is gone: server restart or crash")
                     )
-                elif job.pid is not None and row["host"] == host and not _pid_alive(job.pid):
+                elif job.pid is not None and row["host"] == host and not pid_alive(job.pid):
                     if now - beat > min(stale_after_s, 5.0):
                         dead.append((job, f"its process {job.pid} died without finishing"))
                 elif now - beat > stale_after_s:

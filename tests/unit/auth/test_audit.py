@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select, update
 
-from labelloop.auth.audit import GENESIS_HASH, AuditEvent, AuditTrail, fhir_audit_event, fhir_bundle
+from labelloop.auth.audit import GENESIS_HASH, AuditEvent, AuditTrail
+from labelloop.auth.fhir import fhir_audit_event, fhir_bundle
 from labelloop.auth.models import audit_events
 from labelloop.db import Database
 from labelloop.errors import InvalidParamsError
