@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -202,7 +201,91 @@ async def _every(interval_s: float, what: str, work: Callable[[], object]) -> No
             await anyio.to_thread.run_sync(work)
         except Exception:
             logger.exception("%s failed", what)
-        await asyncio.sleep(interval_s)
+        await anyio.sleep(interval_s)
+
+
+@contextlib.asynccontextmanager
+async def _running(settings: Settings, services: Services) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
+    """Start-up work, the job workers (yielded) and the periodic loops; on exit all have stopped.
+
+    The loops run in an anyio task group, so cancelling them waits for a loop's thread that is
+    mid-work (a bare ``asyncio`` cancel returns at once and leaves the thread using the database
+    while the pool is disposed: the connection it holds is then never closed).
+    """
+    scratch, orphans = await anyio.to_thread.run_sync(services.datastore.clean_leftovers)
+    if scratch or orphans:
+        logger.info("removed %d stale scratch files and %d files whose row never committed", scratch, orphans)
+    report = await anyio.to_thread.run_sync(import_studies, services)
+    if report is not None:
+        logger.info("studies %s: %s", settings.studies, report.summary())
+    if settings.auth.enabled and not settings.auth.oidc_issuer and not services.auth.users.all():
+        logger.warning(
+            "auth is on but there are no users: add one with "
+            "`labelloop user add NAME --role monailabel-admin --password-stdin`"
+        )
+    # Jobs that were running when the server last stopped are not left RUNNING.
+    await anyio.to_thread.run_sync(services.jobs.queue.reap, settings.jobs.stale_after_s)
+    workers = start_workers(settings, write_settings_file(settings))
+    warmup = threading.Thread(target=services.inference.warmup, name="warmup", daemon=True)
+    if settings.inference.warmup:
+        warmup.start()
+    try:
+        async with anyio.create_task_group() as loops:
+            for interval_s, what, work in _loops(settings, services):
+                loops.start_soon(_every, interval_s, what, work)
+            logger.info(
+                "labelloop %s serving app %r from %s on http://%s:%d/ (auth %s)",
+                __version__,
+                services.app.name,
+                settings.app,
+                settings.host,
+                settings.port,
+                "on" if settings.auth.enabled else "off",
+            )
+            try:
+                yield workers
+            finally:
+                loops.cancel_scope.cancel()
+    finally:
+        await anyio.to_thread.run_sync(stop_workers, workers, settings.jobs.cancel_grace_s)
+        # Waits for a running inference (or the warm-up's model) to finish: both read the registry.
+        await anyio.to_thread.run_sync(services.inference.close)
+        if warmup.is_alive():
+            await anyio.to_thread.run_sync(warmup.join, 60.0)
+
+
+def _loops(settings: Settings, services: Services) -> list[tuple[float, str, Callable[[], object]]]:
+    """The server's periodic work: (interval in s, name for the log, work run on a thread)."""
+    loops: list[tuple[float, str, Callable[[], object]]] = []
+    if services.pacs is not None:
+        # The PACS is listed in the background: the server answers at once, series appear as found.
+        loops.append(
+            (
+                settings.dicomweb.refresh_interval_s,
+                "PACS refresh",
+                lambda: services.datastore.refresh_remote(settings.user),
+            )
+        )
+    if settings.activelearning.reads > 1:
+        # A crash between a read's save and its consensus leaves the consensus missing.
+        loops.append(
+            (
+                settings.sessions.cleanup_interval_s,
+                "double reading",
+                services.activelearning.complete_pending_reads,
+            )
+        )
+    loops.append(
+        (settings.sessions.cleanup_interval_s, "session cleanup", services.datastore.sessions.remove_expired)
+    )
+    loops.append(
+        (
+            settings.jobs.heartbeat_interval_s,
+            "job housekeeping",
+            lambda: (services.jobs.queue.reap(settings.jobs.stale_after_s), services.jobs.autotrain()),
+        )
+    )
+    return loops
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -215,90 +298,13 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await anyio.to_thread.run_sync(build_services, settings)
-        scratch, orphans = await anyio.to_thread.run_sync(services.datastore.clean_leftovers)
-        if scratch or orphans:
-            logger.info(
-                "removed %d stale scratch files and %d files whose row never committed", scratch, orphans
-            )
-        report = await anyio.to_thread.run_sync(import_studies, services)
-        if report is not None:
-            logger.info("studies %s: %s", settings.studies, report.summary())
-        app.state.services = services
-        if settings.auth.enabled and not settings.auth.oidc_issuer and not services.auth.users.all():
-            logger.warning(
-                "auth is on but there are no users: add one with "
-                "`labelloop user add NAME --role monailabel-admin --password-stdin`"
-            )
-        # Jobs that were running when the server last stopped are not left RUNNING.
-        await anyio.to_thread.run_sync(services.jobs.queue.reap, settings.jobs.stale_after_s)
-        workers = start_workers(settings, write_settings_file(settings))
-        app.state.worker_processes = workers
-        warmup = threading.Thread(target=services.inference.warmup, name="warmup", daemon=True)
-        if settings.inference.warmup:
-            warmup.start()
-        loops = []
-        if services.pacs is not None:
-            # The PACS is listed in the background: the server answers at once, series appear as found.
-            loops.append(
-                asyncio.create_task(
-                    _every(
-                        settings.dicomweb.refresh_interval_s,
-                        "PACS refresh",
-                        lambda: services.datastore.refresh_remote(settings.user),
-                    )
-                )
-            )
-        if settings.activelearning.reads > 1:
-            # A crash between a read's save and its consensus leaves the consensus missing.
-            loops.append(
-                asyncio.create_task(
-                    _every(
-                        settings.sessions.cleanup_interval_s,
-                        "double reading",
-                        services.activelearning.complete_pending_reads,
-                    )
-                )
-            )
-        loops += [
-            asyncio.create_task(
-                _every(
-                    settings.sessions.cleanup_interval_s,
-                    "session cleanup",
-                    services.datastore.sessions.remove_expired,
-                )
-            ),
-            asyncio.create_task(
-                _every(
-                    settings.jobs.heartbeat_interval_s,
-                    "job housekeeping",
-                    lambda: (
-                        services.jobs.queue.reap(settings.jobs.stale_after_s),
-                        services.jobs.autotrain(),
-                    ),
-                )
-            ),
-        ]
-        logger.info(
-            "labelloop %s serving app %r from %s on http://%s:%d/ (auth %s)",
-            __version__,
-            services.app.name,
-            settings.app,
-            settings.host,
-            settings.port,
-            "on" if settings.auth.enabled else "off",
-        )
         try:
-            yield
+            async with _running(settings, services) as workers:
+                app.state.services = services
+                app.state.worker_processes = workers
+                yield
         finally:
-            for loop in loops:
-                loop.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loop
-            await anyio.to_thread.run_sync(stop_workers, workers, settings.jobs.cancel_grace_s)
-            services.inference.close()
-            if warmup.is_alive():
-                # It reads the registry: let it finish the model it loads before the pool goes.
-                await anyio.to_thread.run_sync(warmup.join, 60.0)
+            # Last: every thread that could still hold one of its connections has ended.
             services.datastore.db.dispose()
 
     app = FastAPI(

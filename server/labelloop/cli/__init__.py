@@ -76,7 +76,11 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     configure_logging(settings, to_file=False)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    Database(settings.resolved_database_url).migrate()
+    db = Database(settings.resolved_database_url)
+    try:
+        db.migrate()
+    finally:
+        db.dispose()
     print(f"database at head: {settings.resolved_database_url.split('@')[-1]}")
     return 0
 

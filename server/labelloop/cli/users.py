@@ -171,11 +171,14 @@ def _command(run: Callable[[_Context, argparse.Namespace], int]) -> Callable[[ar
             configure_logging(settings, to_file=False)
         else:
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        ctx = _Context(settings)
         try:
-            return run(_Context(settings), args)
+            return run(ctx, args)
         except LabelloopError as exc:
             print(f"error: {exc.message}", file=sys.stderr)
             return 1
+        finally:
+            ctx.db.dispose()
 
     return command
 

@@ -277,5 +277,6 @@ class InferenceService:
                 logger.exception("warm-up of model %s failed", name)
 
     def close(self) -> None:
+        """Drop queued requests and wait for the running ones (they read the registry's database)."""
         self._closed.set()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
