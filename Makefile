@@ -10,7 +10,7 @@ SAMPLE ?= data/sample
 SERVER_DATA ?= data/server
 SYNTHETIC ?= 20
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
-APT_TEST_PACKAGES := postgresql orthanc orthanc-dicomweb
+APT_TEST_PACKAGES := postgresql orthanc orthanc-dicomweb chromium
 
 .PHONY: serve test venv sample-data test-deps lint typecheck imports pytest bench clean
 
@@ -42,7 +42,7 @@ serve: venv sample-data
 	$(BIN)/labelloop serve --app apps/radiology --studies $(SAMPLE) --data-dir $(SERVER_DATA) \
 	  --host $(HOST) --port $(PORT)
 
-## Debian packages the tests start for real (PostgreSQL).
+## Debian packages the tests start for real (PostgreSQL, Orthanc, Chromium).
 test-deps:
 	@missing=""; for p in $(APT_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

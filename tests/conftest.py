@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser
 
 from labelloop.settings import JobSettings, Settings
+from tests.support.browser import chromium
 from tests.support.postgres import PostgresServer, start_postgres
 from tests.support.servers import APP_DIR, LiveServer, free_port, start_thread_server
 from tests.support.volumes import make_image, make_label
@@ -22,6 +24,18 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """A headless Chromium (Debian's, by Playwright) per test module.
+
+    Not per session: Playwright's sync API keeps an event loop running in the main thread until it
+    stops, and ``asyncio.run`` in any later test would fail ("cannot be called from a running event
+    loop").
+    """
+    with chromium() as launched:
+        yield launched
 
 
 _BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -33,6 +33,7 @@ from labelloop.api import (
     check_routes,
     health_router,
     install_error_handlers,
+    mount_docs,
 )
 from labelloop.auth import AuditTrail, Auth, OidcVerifier
 from labelloop.datastore import Datastore, DicomWebSource, ImportReport, PacsLink, validate_id
@@ -312,12 +313,14 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description="Active-learning annotation server for 3D medical images (MONAI Label REST API)",
         lifespan=lifespan,
-        docs_url="/",
-        redoc_url="/docs",
+        # The explorer's pages come from mount_docs: FastAPI's own load their scripts from a CDN.
+        docs_url=None,
+        redoc_url=None,
         # Every route first learns who calls it and whether their role may (api/permissions.py).
         dependencies=[Depends(authorize)],
     )
     install_error_handlers(app)
+    mount_docs(app)
     for router in ROUTERS:
         app.include_router(router)
     if settings.auth.enabled:

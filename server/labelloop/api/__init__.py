@@ -4,6 +4,7 @@ from labelloop.api.audit import AUDITED, AuditMiddleware
 from labelloop.api.audit import router as audit_router
 from labelloop.api.auth import router as auth_router
 from labelloop.api.deps import Services
+from labelloop.api.docs import mount_docs
 from labelloop.api.errors import CatchAllMiddleware, install_error_handlers
 from labelloop.api.health import router as health_router
 from labelloop.api.limits import BodySizeLimitMiddleware
@@ -26,4 +27,5 @@ __all__ = [
     "check_routes",
     "health_router",
     "install_error_handlers",
+    "mount_docs",
 ]

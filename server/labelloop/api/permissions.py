@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from labelloop.api.docs import DOCS_PATHS
 from labelloop.auth import ADMIN, ANNOTATOR, REVIEWER, USER, Auth, Principal, Role
 from labelloop.errors import AuthenticationError, PermissionDeniedError
 
@@ -35,10 +36,9 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
     {("GET", "/auth/"), ("POST", "/auth/token"), ("GET", "/health")}
 )
 
-#: Paths open without a log-in: the log-in routes, and the API's own description (no data in it).
-OPEN_PATHS: frozenset[str] = frozenset(
-    {path for _, path in PUBLIC} | {"/", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
-)
+#: Paths open without a log-in: the log-in routes, and the API's own description and explorer
+#: (no data in them).
+OPEN_PATHS: frozenset[str] = frozenset({path for _, path in PUBLIC} | {"/openapi.json"} | DOCS_PATHS)
 
 #: (method, route path) -> the lowest role that may call it.
 ROUTE_ROLES: dict[tuple[str, str], Role] = {
