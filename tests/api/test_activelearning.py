@@ -198,3 +198,45 @@ def test_double_reading_hands_an_image_to_exactly_n_clients(
     consensus = np.asarray(read_volume(path).array)
     agree = truth == other
     assert np.array_equal(consensus[agree], truth[agree]), "where readers agree, the consensus is their label"
+
+
+def test_skip_ends_the_lease_with_its_reason_and_hands_out_the_next_case(
+    server: LiveServer, volumes: Volumes
+) -> None:
+    """Issue 17, item 5: one lease no longer blocks every strategy; the client reaches skip too."""
+    ids = set(_upload_many(server, volumes("ct.nii.gz"), 3))
+    first = _next(server, "first", "ann").json()["id"]
+    assert _next(server, "random", "ann").json()["id"] == first, "asking again renews the open lease"
+
+    client = MONAILabelClient(server.url, client_id="ann")
+    second = client.next_sample("first", {"skip": True, "skip_reason": "motion artefact"})
+    assert second["id"] != first and second["skipped"] == [first]
+    assert second["lease"]["renewed"] is False
+    # The skipped case goes to someone else, never back to the one who skipped it.
+    assert _next(server, "first", "bob").json()["id"] == first
+    third = _next(server, "last", "ann", skip=True).json()
+    assert third["skipped"] == [second["id"]] and {first, second["id"], third["id"]} == ids
+    assert _next(server, "first", "ann", skip=True).json() == {}, "nothing is left that ann did not skip"
+
+    skips = requests.get(f"{server.url}/activelearning/skips", timeout=30).json()
+    assert [(s["image"], s["holder"], s["reason"]) for s in skips] == [
+        (third["id"], "ann", None),
+        (second["id"], "ann", None),
+        (first, "ann", "motion artefact"),
+    ]
+    since = skips[1]["skipped_ts"]
+    later = requests.get(f"{server.url}/activelearning/skips", params={"since": since}, timeout=30).json()
+    assert [s["image"] for s in later] == [third["id"]]
+    leases = requests.get(f"{server.url}/activelearning/leases", timeout=30).json()
+    assert [(lease["image"], lease["holder"]) for lease in leases] == [(first, "bob")]
+
+
+def test_bad_skip_params_are_422_and_change_nothing(sqlite_server: LiveServer, volumes: Volumes) -> None:
+    _upload_many(sqlite_server, volumes("ct.nii.gz"), 2)
+    held = _next(sqlite_server, "first", "ann").json()["id"]
+    for extra in ({"skip": "yes"}, {"skip": True, "skip_reason": "x" * 1025}, {"skip_reason": "why"}):
+        r = _next(sqlite_server, "first", "ann", **extra)
+        assert r.status_code == 422, (extra, r.text)
+        assert "skip" in r.json()["detail"]
+    assert _next(sqlite_server, "first", "ann").json()["id"] == held
+    assert requests.get(f"{sqlite_server.url}/activelearning/skips", timeout=30).json() == []

@@ -1,7 +1,7 @@
 """Next sample: strategies over stored scores, leases that keep annotators apart, double reading."""
 
 from labelloop.activelearning.builtin import BUILTIN_STRATEGIES, FirstStrategy, LastStrategy, RandomStrategy
-from labelloop.activelearning.leases import Lease, LeaseBook
+from labelloop.activelearning.leases import Lease, LeaseBook, Skip
 from labelloop.activelearning.reading import READ_PREFIX, ReadsOutcome, agreement, complete_reads, reader_tag
 from labelloop.activelearning.scores import ScoreStore
 from labelloop.activelearning.service import ActiveLearning, Handout, RankEntry
@@ -14,6 +14,7 @@ __all__ = [
     "LastStrategy",
     "Lease",
     "LeaseBook",
+    "Skip",
     "READ_PREFIX",
     "RandomStrategy",
     "RankEntry",

@@ -1,9 +1,10 @@
 """Leases: which annotator works on which image, until when (the ``leases`` table).
 
 A lease keeps an image away from other annotators while its holder works on it. It ends when
-the holder saves a final label (``saved``), gives it back (``released``), or when it runs out
-(``expired``). Every method works in the caller's transaction, so a lease changes together with
-what caused it (the hand-out of the next sample, a label save).
+the holder saves a final label (``saved``), gives it back (``released``) or skips it for the
+next one (``skipped``, with the reason they gave), or when it runs out (``expired``). Every
+method works in the caller's transaction, so a lease changes together with what caused it (the
+hand-out of the next sample, a label save).
 """
 
 from __future__ import annotations
@@ -16,10 +17,21 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from labelloop.activelearning.models import leases
 
-__all__ = ["Lease", "LeaseBook", "LeaseEnd"]
+__all__ = ["Lease", "LeaseBook", "LeaseEnd", "Skip"]
 
 #: Why a lease ended (the ``end_reason`` column's CHECK constraint lists the same).
-LeaseEnd = Literal["saved", "released", "expired", "deleted"]
+LeaseEnd = Literal["saved", "released", "expired", "deleted", "skipped"]
+
+
+@dataclass(frozen=True)
+class Skip:
+    """An image its holder skipped, when (epoch seconds) and why (``None``: no reason given)."""
+
+    image_id: str
+    holder: str
+    strategy: str
+    skipped_at: float
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -89,11 +101,31 @@ class LeaseBook:
         )
         return Lease(lease.image_id, lease.holder, lease.strategy, lease.created_at, expires)
 
-    def end_in(self, conn: Connection, image_id: str, holder: str, reason: LeaseEnd) -> bool:
+    def end_in(
+        self, conn: Connection, image_id: str, holder: str, reason: LeaseEnd, note: str | None = None
+    ) -> bool:
         """End ``holder``'s open lease on ``image_id``; False if it held none."""
         result = conn.execute(
             update(leases)
             .where(leases.c.image_id == image_id, leases.c.holder == holder, leases.c.ended_at.is_(None))
-            .values(ended_at=self._clock(), end_reason=reason)
+            .values(ended_at=self._clock(), end_reason=reason, note=note)
         )
         return bool(result.rowcount)
+
+    def skipped_in(self, conn: Connection, holder: str) -> set[str]:
+        """The images ``holder`` skipped (they are not handed to them again)."""
+        rows = conn.execute(
+            select(leases.c.image_id).where(leases.c.holder == holder, leases.c.end_reason == "skipped")
+        )
+        return set(rows.scalars())
+
+    def skips_in(self, conn: Connection, since: float | None, limit: int) -> list[Skip]:
+        """The ``limit`` latest skips (newest first), those after ``since`` only when given."""
+        query = select(leases).where(leases.c.end_reason == "skipped")
+        if since is not None:
+            query = query.where(leases.c.ended_at > since)
+        rows = conn.execute(query.order_by(leases.c.ended_at.desc(), leases.c.id.desc()).limit(limit))
+        return [
+            Skip(r["image_id"], r["holder"], r["strategy"], float(r["ended_at"]), r["note"])
+            for r in rows.mappings()
+        ]

@@ -34,8 +34,12 @@ leases = Table(
     Column("expires_at", Float, nullable=False),
     Column("ended_at", Float, nullable=True),
     Column("end_reason", String(16), nullable=True),
+    #: What the holder said when they skipped the image (``end_reason = 'skipped'``).
+    Column("note", String(1024), nullable=True),
     CheckConstraint("(ended_at IS NULL) = (end_reason IS NULL)", name="ended"),
-    CheckConstraint("end_reason IN ('saved', 'released', 'expired', 'deleted')", name="end_reason"),
+    CheckConstraint(
+        "end_reason IN ('saved', 'released', 'expired', 'deleted', 'skipped')", name="end_reason"
+    ),
 )
 Index(
     "uq_leases_open_per_holder",

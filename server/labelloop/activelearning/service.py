@@ -3,7 +3,9 @@
 Leases keep annotators apart: an image is handed to at most ``reads`` holders at a time
 (1 unless double reading is on), and never twice to the same holder. A lease ends when its
 holder saves a final label, releases it, or it expires. The same holder asking again gets
-its open lease back instead of a second image.
+its open lease back instead of a second image, unless it asks to skip it (``{"skip": true}``):
+then that lease ends as ``skipped`` with the reason given, and the image is not handed to that
+holder again (others still get it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from labelloop.activelearning.builtin import BUILTIN_STRATEGIES
-from labelloop.activelearning.leases import Lease, LeaseBook
+from labelloop.activelearning.leases import Lease, LeaseBook, Skip
 from labelloop.activelearning.reading import READ_PREFIX, ReadsOutcome, complete_reads, reader_tag
 from labelloop.activelearning.scores import ScoreStore
 from labelloop.datastore import DEFAULT_TAG, Datastore, ImageRecord
@@ -41,6 +43,7 @@ class Handout:
         path: its file on the server (a PACS series is fetched first).
         lease: the holder's lease; ``renewed`` when the holder already had it.
         reason: why the strategy chose it; ``score`` its score, if the strategy has one.
+        skipped: the images whose lease this request ended as skipped.
     """
 
     image: ImageRecord
@@ -49,6 +52,7 @@ class Handout:
     renewed: bool
     reason: str
     score: float | None
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,10 @@ class ActiveLearning:
     def _candidates(
         self, conn: Connection, holder: str | None, now: float
     ) -> tuple[list[Candidate], list[Candidate]]:
-        """``(free candidates for holder, images busy with others)`` with their stored scores."""
+        """``(free candidates for holder, images busy with others)`` with their stored scores.
+
+        An image the holder skipped is never free for them.
+        """
         reads = self.settings.reads
         unfinished = self._unfinished(conn)
         # Leases past their time count as ended even where nothing has marked them yet (a read).
@@ -125,6 +132,7 @@ class ActiveLearning:
         holders: dict[str, set[str]] = {}
         for lease in open_leases:
             holders.setdefault(lease.image_id, set()).add(lease.holder)
+        skipped = self.leases.skipped_in(conn, holder) if holder is not None else set()
         free, busy = [], []
         for image_id, info in unfinished.items():
             candidate = Candidate(image_id=image_id, info=info, scores=scores.get(image_id, {}))
@@ -133,7 +141,7 @@ class ActiveLearning:
             already = holder is not None and (holder in taken or reader_tag(holder) in readers)
             if taken:
                 busy.append(candidate)
-            if already or len(taken) + len(readers) >= reads:
+            if already or image_id in skipped or len(taken) + len(readers) >= reads:
                 continue
             free.append(candidate)
         return free, busy
@@ -141,18 +149,33 @@ class ActiveLearning:
     # ------------------------------------------------------------ next sample
 
     def next_sample(self, strategy_name: str, params: Mapping[str, Any], user: str) -> Handout | None:
-        """Lease the next image to the caller (``client_id``, else the user); ``None`` when none is left."""
+        """Lease the next image to the caller (``client_id``, else the user); ``None`` when none is left.
+
+        ``params["skip"]`` true ends the caller's open lease as skipped (``skip_reason``, up to
+        1024 characters, is recorded with it) and hands out the next image instead of renewing it.
+        """
         strategy = self.strategy(strategy_name)
         holder = params.get("client_id") or user
         if not isinstance(holder, str) or not holder or len(holder) > 256:
             raise InvalidParamsError("'client_id' must be a non-empty string of at most 256 characters")
+        skip = params.get("skip", False)
+        if not isinstance(skip, bool):
+            raise InvalidParamsError(f"'skip' must be true or false, not {skip!r}")
+        note = params.get("skip_reason")
+        if note is not None and (not isinstance(note, str) or len(note) > 1024):
+            raise InvalidParamsError("'skip_reason' must be a string of at most 1024 characters")
+        if note is not None and not skip:
+            raise InvalidParamsError("'skip_reason' goes with 'skip': true")
         config = config_choices(strategy.spec.config, params)
         seed = params.get("seed")
         rng = random.Random(seed if isinstance(seed, int) else None)
         now = self._clock()
         with self.db.write() as conn:
             self.db.lock(conn, "leases")
+            skipped = self._skip_in(conn, holder, note) if skip else ()
             chosen = self._lease_in(conn, strategy_name, strategy, config, holder, rng, now)
+        for image_id in skipped:
+            logger.info("%s skipped %s (%s)", holder, image_id, note or "no reason given")
         if chosen is None:
             return None
         lease, renewed, ranked = chosen
@@ -163,7 +186,15 @@ class ActiveLearning:
             self.datastore.images.update_info(lease.image_id, {"strategy": served}, user)
         logger.info("%s leased %s to %s (%s)", strategy_name, lease.image_id, holder, ranked.reason)
         path = self.datastore.images.file(record)
-        return Handout(record, path, lease, renewed, ranked.reason, ranked.score)
+        return Handout(record, path, lease, renewed, ranked.reason, ranked.score, skipped)
+
+    def _skip_in(self, conn: Connection, holder: str, note: str | None) -> tuple[str, ...]:
+        """End ``holder``'s open leases as skipped; the images they were on."""
+        self.leases.expire_in(conn, self._clock())
+        mine = sorted(lease.image_id for lease in self.leases.open_in(conn) if lease.holder == holder)
+        for image_id in mine:
+            self.leases.end_in(conn, image_id, holder, "skipped", note)
+        return tuple(mine)
 
     def _lease_in(
         self,
@@ -199,6 +230,11 @@ class ActiveLearning:
         with self.db.write() as conn:
             if not self.leases.end_in(conn, image_id, holder, "released"):
                 raise NotFoundError(f"'{holder}' holds no lease on image '{image_id}'")
+
+    def skips(self, since: float | None = None, limit: int = 100) -> list[Skip]:
+        """Images annotators skipped and their reasons, newest first (for curators)."""
+        with self.db.read() as conn:
+            return self.leases.skips_in(conn, since, limit)
 
     def open_leases(self) -> list[Lease]:
         """Open leases (for curators)."""

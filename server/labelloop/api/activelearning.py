@@ -28,6 +28,19 @@ def open_leases(services: ServicesDep) -> list[schemas.LeaseRead]:
     return [schemas.lease(lease) for lease in services.activelearning.open_leases()]
 
 
+@router.get(
+    "/skips",
+    summary='Images annotators skipped (next sample with {"skip": true}) and why, newest first',
+    responses=errors(422),
+)
+def skips(
+    services: ServicesDep,
+    since: Annotated[float | None, Query(ge=0, description="Only skips after this time (epoch s)")] = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+) -> list[schemas.SkipRead]:
+    return [schemas.skip(record) for record in services.activelearning.skips(since, limit)]
+
+
 @router.delete(
     "/lease",
     summary="Give an image back before saving a final label",
@@ -69,7 +82,7 @@ def ranking(
 
 @router.post(
     "/{strategy}",
-    summary="Lease the next image to annotate ({} when none is left)",
+    summary='Lease the next image to annotate ({} when none is left); {"skip": true} skips the current one',
     response_model_exclude_unset=True,
     # A body that is not JSON (400), too large (413), not an object or with a bad client_id (422).
     responses=errors(400, 404, 413, 422),

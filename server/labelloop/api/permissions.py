@@ -80,6 +80,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/proxy/dicom/{path:path}"): ANNOTATOR,
     # reviewing: everyone's work, dataset export
     ("GET", "/activelearning/leases"): REVIEWER,
+    ("GET", "/activelearning/skips"): REVIEWER,
     ("GET", "/activelearning/agreement"): REVIEWER,
     ("GET", "/datastore/dataset"): REVIEWER,
     # administering: delete, train and stop, batch inference and scoring, model weights, logs, the audit trail

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from labelloop.activelearning import Handout, Lease, RankEntry, ReadsOutcome
+from labelloop.activelearning import Handout, Lease, RankEntry, ReadsOutcome, Skip
 from labelloop.datastore import LabelVersion
 from labelloop.jobs import Job, JobStatus
 from labelloop.registry import ModelVersion
@@ -446,6 +446,7 @@ class NextSampleRead(BaseModel):
     reason: str | None = None
     score: float | None = None
     weight: int | None = None
+    skipped: list[str] | None = None
 
 
 def next_sample(strategy: str, handout: Handout | None) -> NextSampleRead:
@@ -464,9 +465,31 @@ def next_sample(strategy: str, handout: Handout | None) -> NextSampleRead:
     }
     if handout.score is not None:
         answer["score"] = handout.score
+    if handout.skipped:
+        answer["skipped"] = list(handout.skipped)
     if strategy == "random":
         answer["weight"] = int(time.time())
     return NextSampleRead(**answer)
+
+
+class SkipRead(BaseModel):
+    """An image an annotator skipped (``GET /activelearning/skips``); ``reason`` as they gave it."""
+
+    image: str
+    holder: str
+    strategy: str
+    skipped_ts: float
+    reason: str | None
+
+
+def skip(record: Skip) -> SkipRead:
+    return SkipRead(
+        image=record.image_id,
+        holder=record.holder,
+        strategy=record.strategy,
+        skipped_ts=record.skipped_at,
+        reason=record.reason,
+    )
 
 
 class LeaseRead(BaseModel):
