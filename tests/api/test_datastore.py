@@ -11,10 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from monailabel.client import MONAILabelClient
 
+from labelloop.imaging import read_volume
 from labelloop.settings import Settings
 from tests.support.servers import APP_DIR, LiveServer, free_port, start_thread_server
 
@@ -493,18 +495,26 @@ def test_dataset_zip_has_the_msd_layout_with_current_final_labels(
     files = server.files()
     archive = _open_zip(_get(server, "/datastore/dataset"))
     names = set(archive.namelist())
+    # One format throughout (NRRD converted on the same grid; tests/api/test_export.py has the details).
     assert names == {
         "imagesTr/ct1.nii.gz",
-        "imagesTr/ct2.nrrd",
-        "labelsTr/ct1.nrrd",
-        "labelsTr/ct2.nrrd",
+        "imagesTr/ct2.nii.gz",
+        "labelsTr/ct1.nii.gz",
+        "labelsTr/ct2.nii.gz",
         "dataset.json",
         "metadata.json",
     }
     assert archive.read("imagesTr/ct1.nii.gz") == image.read_bytes()
-    assert archive.read("imagesTr/ct2.nrrd") == nrrd_image.read_bytes()
-    assert archive.read("labelsTr/ct1.nrrd") == new.read_bytes()
-    assert archive.read("labelsTr/ct2.nrrd") == old.read_bytes()
+    for entry, source in (
+        ("imagesTr/ct2.nii.gz", nrrd_image),
+        ("labelsTr/ct1.nii.gz", new),
+        ("labelsTr/ct2.nii.gz", old),
+    ):
+        exported = image.parent / f"exported-{entry.replace('/', '-')}"
+        exported.write_bytes(archive.read(entry))
+        got, want = read_volume(exported), read_volume(source)
+        assert np.array_equal(got.array, want.array), entry
+        assert np.allclose(got.geometry.affine, want.geometry.affine, atol=1e-5), entry
     dataset = json.loads(archive.read("dataset.json"))
     info_labels = _ok(_get(server, "/info/"))["labels"]
     assert (dataset["labels"]["0"], dataset["labels"]["1"]) == ("background", "liver")

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
 
 from labelloop.api import schemas
 from labelloop.api.deps import (
+    STRICT_QUERY,
     DatastoreDep,
     PrincipalDep,
     ServicesDep,
     UserDep,
     client_provenance,
+    epoch_seconds,
     octet_stream,
     parse_json_object,
     spooled_upload,
@@ -311,15 +313,60 @@ def update_label_info(
     )
 
 
-@router.get("/label/versions", summary="Label history with provenance, newest first", responses=_READ_ERRORS)
+#: The most versions one page of the history holds (the datastore's own cap is the same).
+_HISTORY_MAX_LIMIT = 1000
+
+_LINK = {
+    "description": 'The next (older) page, when there is one: ``<url>; rel="next"`` (RFC 8288)',
+    "schema": {"type": "string"},
+}
+
+
+@router.get(
+    "/label/versions",
+    summary="Label history with provenance, newest first: one image's or every image's, filtered, paged",
+    dependencies=[STRICT_QUERY],
+    responses={200: {"headers": {"Link": _LINK}}, **_READ_ERRORS},
+)
 def label_versions(
+    request: Request,
+    response: Response,
     ds: DatastoreDep,
-    image: ImageQuery,
-    tag: Annotated[str | None, Query(json_schema_extra=TAG_SCHEMA)] = None,
+    image: Annotated[
+        str | None, Query(json_schema_extra=ID_SCHEMA, description="One image's history (else every image's)")
+    ] = None,
+    tag: Annotated[str | None, Query(json_schema_extra=TAG_SCHEMA, description="Only this tag")] = None,
+    author: Annotated[
+        str | None, Query(max_length=128, description="Only versions saved by this user")
+    ] = None,
+    client_id: Annotated[
+        str | None, Query(max_length=256, description="Only versions the client sent with this client_id")
+    ] = None,
+    since: Annotated[
+        str | None,
+        Query(max_length=64, description="Saved at or after: epoch seconds or ISO 8601 (UTC unless it says)"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=_HISTORY_MAX_LIMIT, description="Versions per page")] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=256, description="Where the page starts: from the previous page's Link")
+    ] = None,
 ) -> list[schemas.LabelVersionRead]:
-    if not ds.images.known(image):
+    if image is not None and not ds.images.known(image):
         raise ImageNotFoundError(f"Image '{image}' not found")
-    return [schemas.label_version(v) for v in ds.labels.versions(image, tag or None)]
+    page = ds.labels.history(
+        image_id=image,
+        tag=tag or None,
+        author=author,
+        client_id=client_id,
+        since=epoch_seconds(since, "since"),
+        limit=limit,
+        cursor=cursor,
+    )
+    if page.next_cursor is not None:
+        response.headers["Link"] = (
+            f'<{request.url.include_query_params(cursor=page.next_cursor)}>; rel="next"'
+        )
+    return [schemas.label_version(v) for v in page.versions]
 
 
 # ---------------------------------------------------------------- export
@@ -327,7 +374,7 @@ def label_versions(
 
 @router.get(
     "/dataset",
-    summary="Export images with final labels as a zip (MSD layout, dataset.json)",
+    summary="Export images with final labels as a zip (MSD layout, all NIfTI, dataset.json)",
     response_class=Response,
     responses={
         **file_response("application/zip", description="dataset.zip", etag=False),

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response, UploadFile
+from fastapi.dependencies.models import Dependant
+from pydantic import BaseModel
 
 from labelloop.activelearning import ActiveLearning
 from labelloop.api.permissions import principal_of
 from labelloop.auth import AuditTrail, Auth, Principal
 from labelloop.datastore import Datastore, PacsLink, Provenance
-from labelloop.errors import InvalidParamsError, PayloadTooLargeError
+from labelloop.errors import InvalidInputError, InvalidParamsError, PayloadTooLargeError
 from labelloop.inference import InferenceService
 from labelloop.jobs import JobService
 from labelloop.registry import Registry
@@ -30,11 +34,14 @@ __all__ = [
     "DatastoreDep",
     "JSON_MAX_DEPTH",
     "PrincipalDep",
+    "STRICT_QUERY",
     "UserDep",
     "client_provenance",
+    "epoch_seconds",
     "lease_holder",
     "octet_stream",
     "parse_json_object",
+    "reject_unknown_query",
     "spooled_upload",
     "spooled_uploads",
 ]
@@ -80,6 +87,71 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 DatastoreDep = Annotated[Datastore, Depends(get_datastore)]
 UserDep = Annotated[str, Depends(get_user)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route takes: its own and its dependencies' (a model's fields too)."""
+    names: set[str] = set()
+    for field in dependant.query_params:
+        names.add(field.alias)
+        annotation = field.field_info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= {info.alias or name for name, info in annotation.model_fields.items()}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query(request: Request) -> None:
+    """400 naming every query parameter the matched route does not take (``STRICT_QUERY``).
+
+    For labelloop's own endpoints, where a misspelt or unsupported filter (``?autor=``) would
+    otherwise answer as if it had not been given. MONAI Label's endpoints do not use it: they ignore
+    what they do not know, as the reference does, since its clients send extras.
+    """
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if not isinstance(dependant, Dependant):
+        return
+    known = _query_names(dependant)
+    unknown = sorted({name for name in request.query_params if name not in known})
+    if not unknown:
+        return
+    # Echo at most a few names, each cut short: they are the client's strings.
+    named = ", ".join(repr(name[:64]) for name in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+    takes = ", ".join(sorted(known)) or "no query parameters"
+    raise InvalidInputError(
+        f"Unknown query parameter{'s' if len(unknown) > 1 else ''} {named}: "
+        f"{request.method} {getattr(route, 'path', request.url.path)} takes {takes}"
+    )
+
+
+#: ``dependencies=[STRICT_QUERY]`` on a route of our own: an unknown query parameter is a 400.
+STRICT_QUERY = Depends(reject_unknown_query)
+
+
+def epoch_seconds(value: str | None, name: str) -> float | None:
+    """A time query parameter: epoch seconds, or ISO 8601 (UTC unless it carries an offset).
+
+    Raises:
+        InvalidParamsError: (422) neither, naming ``name``.
+    """
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+            seconds = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+        except (ValueError, OverflowError):
+            raise InvalidParamsError(
+                f"'{name}' must be epoch seconds or an ISO 8601 time (2025-03-01T12:00:00Z), "
+                f"not {value[:64]!r}"
+            ) from None
+    if not math.isfinite(seconds):
+        raise InvalidParamsError(f"'{name}' must be a finite time, not {value[:64]!r}")
+    return seconds
 
 
 #: Deepest nesting of objects and arrays a ``params``/``info`` field may have. MONAI Label's clients

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+import binascii
+import json
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, RowMapping, desc, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, and_, desc, func, insert, or_, select, update
 
 from labelloop.datastore.counters import bump, label_counter
 from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, validate_tag
@@ -18,15 +22,19 @@ from labelloop.datastore.records import (
     Context,
     ImageRecord,
     LabelFile,
+    LabelSource,
     LabelVersion,
     Provenance,
     check_info_size,
 )
-from labelloop.errors import ConflictError, LabelConflictError, LabelNotFoundError
+from labelloop.errors import ConflictError, InvalidParamsError, LabelConflictError, LabelNotFoundError
 from labelloop.imaging import read_volume
 from labelloop.imaging.dicomseg import SegAuthor
 
-__all__ = ["LabelStore", "parse_if_match"]
+__all__ = ["HistoryPage", "LabelStore", "parse_if_match"]
+
+#: The most versions one page of the history holds (``LabelStore.history``).
+MAX_HISTORY_PAGE = 1000
 
 
 def parse_if_match(header: str | None) -> list[str] | None:
@@ -49,12 +57,56 @@ class _Staged:
     params: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class HistoryPage:
+    """One page of the label history, newest first.
+
+    Attributes:
+        versions: at most the page's ``limit`` versions.
+        next_cursor: pass it as ``cursor`` for the next (older) page; ``None`` on the last page.
+    """
+
+    versions: list[LabelVersion]
+    next_cursor: str | None
+
+
+_BAD_CURSOR = "'cursor' is not one this server gave out; take it from the previous page's Link header"
+
+
+def _encode_cursor(created_at: float, row_id: int) -> str:
+    raw = json.dumps([created_at, row_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, int]:
+    """The ``(created_at, id)`` a cursor of ``_encode_cursor`` holds; 422 for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, row_id = json.loads(raw)
+        if isinstance(row_id, bool) or not isinstance(row_id, int) or not 0 <= row_id < 2**63:
+            raise ValueError(cursor)
+        if isinstance(created_at, bool):
+            raise ValueError(cursor)
+        position = float(created_at)
+    except (binascii.Error, ValueError, TypeError):
+        raise InvalidParamsError(_BAD_CURSOR) from None
+    if not math.isfinite(position):
+        raise InvalidParamsError(_BAD_CURSOR)
+    return position, row_id
+
+
 class LabelStore:
     """Save, read, annotate and retire label versions."""
 
     def __init__(self, ctx: Context, images: ImageStore) -> None:
         self._ctx = ctx
         self._images = images
+
+    @property
+    def context(self) -> Context:
+        """What the datastore's parts share: the dataset export converts label files in its scratch
+        space, within its decode budget."""
+        return self._ctx
 
     def _record(self, row: RowMapping) -> LabelVersion:
         return LabelVersion(
@@ -334,6 +386,57 @@ class LabelStore:
             ).mappings()
             return [self._record(r) for r in rows]
 
+    def history(
+        self,
+        *,
+        image_id: str | None = None,
+        tag: str | None = None,
+        author: str | None = None,
+        client_id: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> HistoryPage:
+        """Label versions of one image or of all (deleted images' included), newest first, a page at a time.
+
+        Each filter given must match exactly: ``tag``, ``author`` (the user the server acted for),
+        ``client_id`` (the client's name for the annotator); ``since`` (epoch seconds) keeps versions
+        saved then or later. At most ``limit`` (1 to ``MAX_HISTORY_PAGE``) versions are read; the page
+        says where the next one starts (a keyset position, so saves made meanwhile shift nothing).
+
+        Raises:
+            InvalidParamsError: a ``cursor`` this store did not make, or ``limit`` out of range.
+        """
+        if not 1 <= limit <= MAX_HISTORY_PAGE:
+            raise InvalidParamsError(f"'limit' must be 1 to {MAX_HISTORY_PAGE}, not {limit}")
+        c = label_versions.c
+        query = select(label_versions)
+        if image_id is not None:
+            query = query.where(c.image_id == validate_id(image_id))
+        if tag is not None:
+            query = query.where(c.tag == validate_tag(tag))
+        if author is not None:
+            query = query.where(c.author == author)
+        if client_id is not None:
+            query = query.where(c.client_id == client_id)
+        if since is not None:
+            query = query.where(c.created_at >= since)
+        if cursor is not None:
+            created_at, row_id = _decode_cursor(cursor)
+            query = query.where(
+                or_(c.created_at < created_at, and_(c.created_at == created_at, c.id < row_id))
+            )
+        query = query.order_by(desc(c.created_at), desc(c.id)).limit(limit + 1)
+        with self._ctx.db.read() as conn:
+            rows = list(conn.execute(query).mappings())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if more else None
+        return HistoryPage(
+            versions=[self._record(r) for r in rows],
+            next_cursor=_encode_cursor(float(last["created_at"]), int(last["id"])) if last else None,
+        )
+
     @staticmethod
     def live_tags_in(conn: Connection, prefix: str) -> dict[str, set[str]]:
         """image id -> its live tags that start with ``prefix`` (in ``conn``'s transaction)."""
@@ -349,16 +452,14 @@ class LabelStore:
             out.setdefault(r.image_id, set()).add(r.tag)
         return out
 
-    def count_saves(self, tag: str, since: float) -> int:
-        """How many versions of ``tag`` were saved after ``since`` (epoch seconds)."""
+    def count_saves(self, tag: str, since: float, sources: Sequence[LabelSource] | None = None) -> int:
+        """How many versions of ``tag`` were saved after ``since`` (epoch seconds), of ``sources`` only
+        when given (``upload``: by people; ``import``; ``infer``)."""
+        where = [label_versions.c.tag == tag, label_versions.c.created_at > since]
+        if sources is not None:
+            where.append(label_versions.c.source.in_(list(sources)))
         with self._ctx.db.read() as conn:
-            return int(
-                conn.execute(
-                    select(func.count()).where(
-                        label_versions.c.tag == tag, label_versions.c.created_at > since
-                    )
-                ).scalar_one()
-            )
+            return int(conn.execute(select(func.count()).where(*where)).scalar_one())
 
     def current(self, tag: str | None = None) -> list[LabelVersion]:
         """The current version of every live label (of one tag, or all) of live images."""
