@@ -7,13 +7,27 @@ from __future__ import annotations
 
 import threading
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from labelloop.tasks import Points
 
-__all__ = ["block_mean", "common_rows", "factors", "keep_clicked", "upsample", "walk", "MIN_SPACING_MM"]
+__all__ = [
+    "block_mean",
+    "common_rows",
+    "face_coverage",
+    "factors",
+    "keep_clicked",
+    "levels_of",
+    "Tissue",
+    "tissue_range",
+    "touched_faces",
+    "upsample",
+    "walk",
+    "MIN_SPACING_MM",
+]
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -31,6 +45,37 @@ _SAME_NOISE_UNITS = 2.0
 _RAMP_NOISE_UNITS = 2.0
 #: The noise is measured within this many (coarse) voxels of the foreground clicks.
 _NOISE_RADIUS = 3
+
+#: A grown region's levels (see ``_tissue_levels``) come from its intensities smoothed by a
+#: Gaussian of this standard deviation (mm, per axis; none along axes whose voxels are over three
+#: times larger) over the voxels that ``_normalise`` finds like the first click's: a local mean,
+#: in which tissue a few HU from its neighbours stands out of noise ten times larger, and which
+#: clearly different tissue (a kidney cortex's fat) does not drag into a partial volume. The first
+#: region's levels (those of the box of ``margin_mm``) are ``_normalise``'s, as they were.
+_SMOOTH_MM = 3.0
+#: The clicked tissue's range in a grown region: these percentiles of the smoothed intensities of
+#: what the walk in the first click's box found within this distance (mm) of the click, among
+#: the voxels that ``_normalise`` finds like the click's ...
+_RANGE_PERCENTILES = (15.0, 95.0)
+_RANGE_RADIUS_MM = 20.0
+#: ... widened by this many standard deviations of the smoothed noise, and at least this many
+#: around the click's own smoothed intensity; levels leave 1 over the next ``_RAMP_NOISE_UNITS``.
+_RANGE_NOISE_UNITS = 1.0
+_CLICK_RANGE_NOISE_UNITS = 2.0
+
+
+@dataclass(frozen=True)
+class Tissue:
+    """The clicked tissue's range of smoothed intensities (see ``tissue_range``), image units.
+
+    Attributes:
+        low, high: levels are 1 from ``low`` to ``high``,
+        ramp: and fall to 0 (rise to 2) over ``ramp`` below ``low`` (above ``high``).
+    """
+
+    low: float
+    high: float
+    ramp: float
 
 
 def common_rows(a: Points, b: Points) -> Points:
@@ -106,6 +151,7 @@ def walk(
     background: Points,
     on_border: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]],
     beta: float,
+    tissue: Tissue | None = None,
 ) -> FloatArray:
     """Foreground probability ``(X, Y, Z)`` float32 in ``[0, 1]`` of a random walk on ``image``.
 
@@ -116,10 +162,14 @@ def walk(
         on_border: per axis, whether the region's low and high faces lie on the image border.
         beta: edge sensitivity; an edge between voxels whose levels (see ``_normalise``) differ
             by ``g`` per voxel weighs ``exp(-beta * g**2)``.
+        tissue: with it, the levels are ``_tissue_levels``'s (smoothed intensities against
+            the range a walk around the first click found) instead of ``_normalise``'s: for a
+            grown region, whose faces no longer hold back tissue that the noise of
+            ``_normalise``'s levels joins to the clicked one.
     """
     from skimage.segmentation import random_walker
 
-    levels = _normalise(image, foreground)
+    levels = levels_of(image, spacing, foreground, tissue)
     seeds = _seeds(levels, spacing, foreground, background, on_border)
     spread = float(levels.std())
     if not np.any(seeds == 2) or spread == 0.0:
@@ -147,6 +197,17 @@ def walk(
     return np.asarray(probability[0], dtype=np.float32)
 
 
+def levels_of(
+    image: FloatArray, spacing: npt.NDArray[np.float64], foreground: Points, tissue: Tissue | None = None
+) -> FloatArray:
+    """``(X, Y, Z)`` float32 levels in ``[0, 2]`` the walk runs on: 1 = like the clicked tissue,
+    0 = clearly darker, 2 = clearly brighter; ``_normalise``'s without ``tissue``, else
+    ``_tissue_levels``'s (``image``, ``spacing``, ``foreground`` as in ``walk``)."""
+    if tissue is None:
+        return _normalise(image, foreground)
+    return _tissue_levels(image, spacing, foreground, tissue)
+
+
 def _seeds(
     levels: FloatArray,
     spacing: npt.NDArray[np.float64],
@@ -167,12 +228,7 @@ def _seeds(
 
     difference = np.abs(levels - 1.0)  # 0 = the clicked tissue, 1 = clearly other tissue
     seeds = np.zeros(levels.shape, dtype=np.int32)
-    faces = np.zeros(levels.shape, dtype=bool)
-    for axis in range(3):
-        if not on_border[0][axis]:
-            faces[(slice(None),) * axis + (0,)] = True
-        if not on_border[1][axis]:
-            faces[(slice(None),) * axis + (-1,)] = True
+    faces = _faces(levels.shape, on_border)
     seeds[faces & (difference >= 0.5)] = 2
     seeds[_ball_alike(background, spacing, levels)] = 2
     seeds[_ball_alike(foreground, spacing, levels)] = 1
@@ -206,17 +262,8 @@ def _normalise(image: FloatArray, foreground: Points) -> FloatArray:
     absolute difference of neighbours within ``_NOISE_RADIUS`` voxels of the clicks, which the few
     edges there barely move.
     """
-    clicked: list[float] = []
-    diffs: list[npt.NDArray[np.float32]] = []
-    for point in foreground:
-        clicked.append(float(np.median(image[tuple(slice(max(c - 1, 0), c + 2) for c in point)])))
-        near = image[tuple(slice(max(c - _NOISE_RADIUS, 0), c + _NOISE_RADIUS + 1) for c in point)]
-        diffs += [np.abs(np.diff(near, axis=a)).ravel() for a in range(3) if near.shape[a] > 1]
-    every = np.concatenate(diffs) if diffs else np.zeros(0, dtype=np.float32)
-    noise = 1.4826 * float(np.median(every)) / np.sqrt(2.0) if every.size else 0.0
-    # Noise-free images (phantoms, masks) still need a scale: a small part of the intensity range.
-    p1, p99 = np.percentile(image, [1.0, 99.0])
-    noise = max(noise, 1e-3 * float(p99 - p1), 1e-6)
+    clicked = [_clicked(image, point) for point in foreground]
+    noise = _noise(image, foreground)
     same, ramp = _SAME_NOISE_UNITS * noise, _RAMP_NOISE_UNITS * noise
     taken = clicked[:1]
     for value in clicked[1:]:
@@ -226,6 +273,114 @@ def _normalise(image: FloatArray, foreground: Points) -> FloatArray:
     darker = np.clip((low - image) / ramp, 0.0, 1.0)
     brighter = np.clip((image - high) / ramp, 0.0, 1.0)
     return np.asarray(1.0 - darker + brighter, dtype=np.float32)
+
+
+def _clicked(image: FloatArray, point: npt.NDArray[np.int64]) -> float:
+    """The median intensity of the 3x3x3 neighbourhood of ``point`` (cut by the region's faces)."""
+    return float(np.median(image[tuple(slice(max(c - 1, 0), c + 2) for c in point)]))
+
+
+def _noise(image: FloatArray, foreground: Points) -> float:
+    """The noise standard deviation of ``image`` (``(X, Y, Z)``) around the foreground clicks.
+
+    The median absolute difference of neighbours within ``_NOISE_RADIUS`` voxels of the clicks
+    (robust: the few edges there barely move it), and for noise-free images (phantoms, masks),
+    which still need a scale, at least a small part of the intensity range.
+    """
+    diffs: list[npt.NDArray[np.float32]] = []
+    for point in foreground:
+        near = image[tuple(slice(max(c - _NOISE_RADIUS, 0), c + _NOISE_RADIUS + 1) for c in point)]
+        diffs += [np.abs(np.diff(near, axis=a)).ravel() for a in range(3) if near.shape[a] > 1]
+    every = np.concatenate(diffs) if diffs else np.zeros(0, dtype=np.float32)
+    noise = 1.4826 * float(np.median(every)) / np.sqrt(2.0) if every.size else 0.0
+    p1, p99 = np.percentile(image, [1.0, 99.0])
+    return max(noise, 1e-3 * float(p99 - p1), 1e-6)
+
+
+def _smooth(
+    image: FloatArray, spacing: npt.NDArray[np.float64], within: npt.NDArray[np.bool_]
+) -> tuple[FloatArray, float]:
+    """``image`` (``(X, Y, Z)``, voxels of ``spacing`` mm) smoothed by ``_SMOOTH_MM`` over the voxels
+    of ``within`` only (a normalised convolution: elsewhere, and where no voxel of ``within`` is
+    near, the image as it is), and the factor by which that shrinks the standard deviation of
+    white noise (1 when nothing is smoothed)."""
+    from scipy import ndimage
+
+    sigma = _SMOOTH_MM / spacing
+    sigma = np.where(sigma < 1.0 / 3.0, 0.0, sigma)
+    if not np.any(sigma > 0):
+        return image, 1.0
+    factor = 1.0
+    for s in sigma[sigma > 0]:  # the root of the sum of the squared weights, per axis
+        impulse = np.zeros(2 * int(np.ceil(4.0 * s)) + 1)
+        impulse[len(impulse) // 2] = 1.0
+        kernel = ndimage.gaussian_filter1d(impulse, float(s), mode="constant", truncate=4.0)
+        factor *= float(np.sqrt(np.sum(kernel**2)))
+    widths = tuple(float(s) for s in sigma)
+    weight = within.astype(np.float32)
+    total = ndimage.gaussian_filter(image * weight, widths, mode="nearest", truncate=4.0)
+    norm = ndimage.gaussian_filter(weight, widths, mode="nearest", truncate=4.0)
+    smooth = np.where(within & (norm > 1e-3), total / np.maximum(norm, 1e-3), image)
+    return np.asarray(smooth, dtype=np.float32), factor
+
+
+def tissue_range(
+    image: FloatArray,
+    spacing: npt.NDArray[np.float64],
+    structure: npt.NDArray[np.bool_],
+    click: npt.NDArray[np.int64],
+) -> Tissue:
+    """The clicked tissue's range of smoothed intensities, from a walk around one click.
+
+    Args:
+        image: ``(X, Y, Z)`` intensities of the (coarse) region of that walk.
+        spacing: its voxel size in mm per axis.
+        structure: ``(X, Y, Z)`` bool, what the walk found (``keep_clicked``).
+        click: ``(3,)`` the foreground click, a voxel index of ``image``.
+
+    Returns:
+        The ``_RANGE_PERCENTILES`` of the intensities smoothed by ``_SMOOTH_MM`` of the voxels of
+        ``structure`` within ``_RANGE_RADIUS_MM`` of the click whose level (``_normalise``) is
+        the clicked tissue's, widened by ``_RANGE_NOISE_UNITS`` and stretched to hold the
+        click's own smoothed intensity ``+- _CLICK_RANGE_NOISE_UNITS``, in standard deviations
+        of the noise left after smoothing (the percentiles, not the noise, bear the tissue's own
+        variation: the partial volume of a thin cortex, a slow drift of intensity). The lower
+        percentile is high enough that a walk which leaked into a neighbour a few HU darker
+        mostly does not carry it into the range.
+    """
+    points = click.reshape(1, 3)
+    same = np.abs(_normalise(image, points) - 1.0) < 0.5
+    smooth, factor = _smooth(image, spacing, same)
+    own = _clicked(smooth, click)
+    # float32 cannot tell intensities closer than a few parts in 10^7: a noise-free image keeps
+    # a ramp that its smoothing's rounding does not cross.
+    noise = max(_noise(image, points) * factor, 64.0 * float(np.finfo(np.float32).eps) * max(1.0, abs(own)))
+    axes = np.ogrid[tuple(slice(0, n) for n in image.shape)]
+    distance2 = sum(((a - c) * s) ** 2 for a, c, s in zip(axes, click, spacing, strict=True))
+    alike = structure & same & (distance2 <= _RANGE_RADIUS_MM**2)
+    if np.any(alike):
+        low, high = (float(v) for v in np.percentile(smooth[alike], _RANGE_PERCENTILES))
+    else:
+        low = high = own
+    low, high = low - _RANGE_NOISE_UNITS * noise, high + _RANGE_NOISE_UNITS * noise
+    low = min(low, own - _CLICK_RANGE_NOISE_UNITS * noise)
+    high = max(high, own + _CLICK_RANGE_NOISE_UNITS * noise)
+    return Tissue(low=low, high=high, ramp=_RAMP_NOISE_UNITS * noise)
+
+
+def _tissue_levels(
+    image: FloatArray, spacing: npt.NDArray[np.float64], foreground: Points, tissue: Tissue
+) -> FloatArray:
+    """``(X, Y, Z)`` float32 levels in ``[0, 2]``: where ``_normalise``'s levels are within 0.5 of
+    the clicked tissue's, the intensity smoothed over those voxels against ``tissue``'s range
+    (1 within it, falling to 0, rising to 2, over its ramp below, above it); elsewhere
+    ``_normalise``'s own (clearly darker or brighter)."""
+    raw = _normalise(image, foreground[:1])
+    same = np.abs(raw - 1.0) < 0.5
+    smooth, _ = _smooth(image, spacing, same)
+    darker = np.clip((tissue.low - smooth) / tissue.ramp, 0.0, 1.0)
+    brighter = np.clip((smooth - tissue.high) / tissue.ramp, 0.0, 1.0)
+    return np.asarray(np.where(same, 1.0 - darker + brighter, raw), dtype=np.float32)
 
 
 def _ball_alike(
@@ -270,3 +425,39 @@ def keep_clicked(
     keep[components[tuple(foreground.T)]] = 1
     keep[0] = 0
     return np.asarray(keep[components], dtype=np.uint8)
+
+
+def touched_faces(structure: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Per axis, whether ``structure`` (``(X, Y, Z)`` bool) touches the low and the high face of the
+    region: ``(low, high)``, each ``(3,)`` bool, true where it has a voxel in the first (``low``)
+    or the last (``high``) plane along that axis."""
+    low = np.zeros(3, dtype=bool)
+    high = np.zeros(3, dtype=bool)
+    for axis in range(3):
+        low[axis] = bool(structure[(slice(None),) * axis + (0,)].any())
+        high[axis] = bool(structure[(slice(None),) * axis + (-1,)].any())
+    return low, high
+
+
+def face_coverage(
+    mask: npt.NDArray[np.bool_], on_border: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]
+) -> float:
+    """The fraction of the voxels on the region's faces that are not on the image border
+    (``on_border``: per axis, low and high) that ``mask`` (``(X, Y, Z)`` bool) holds; 0 when every
+    face is on the image border."""
+    faces = _faces(mask.shape, on_border)
+    count = int(faces.sum())
+    return float(np.sum(mask & faces)) / count if count else 0.0
+
+
+def _faces(
+    shape: tuple[int, ...], on_border: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]
+) -> npt.NDArray[np.bool_]:
+    """``shape`` bool: the first and last planes along each axis, except those on the image border."""
+    faces = np.zeros(shape, dtype=bool)
+    for axis in range(3):
+        if not on_border[0][axis]:
+            faces[(slice(None),) * axis + (0,)] = True
+        if not on_border[1][axis]:
+            faces[(slice(None),) * axis + (-1,)] = True
+    return faces
