@@ -2,11 +2,12 @@
 
 Each reads the scores one scoring method stored (``EpistemicScoring`` -> ``"epistemic"``,
 ``TTAScoring`` -> ``"tta"``), each made by some version of the segmentation model. Scores made by
-different versions are not comparable (a better model is surer of everything), so the images
-scored by the newest version present rank first, then those scored by older versions (newest
-first; rescoring after a promotion catches them up), then the images with no score at all, in
-random order. Every ``Ranked.reason`` says which of these an image is, its value, the model
-version, and what decided its place.
+different versions are not comparable (a better model is surer of everything); the server hands
+the strategies the active version's scores only (``ScoreStore.all``), so after a rollback nothing
+a retired version scored ranks. Should scores of several versions arrive (a model the registry
+keeps no versions of), the newest version's rank first, then older ones' (newest first), then
+the images with no score at all, in random order. Every ``Ranked.reason`` says which of these an
+image is, its value, the model version, and what decided its place.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def _images(n: int) -> str:
 def _where(group: list[_Scored], newest: list[_Scored]) -> str:
     """Which group an image is ranked in, and why that group sits where it does."""
     if group is newest:
-        return f"{_images(len(group))} scored by the newest version"
+        return f"{_images(len(group))} scored by the active version"
     return (
         f"{_images(len(group))} scored by {group[0].version}, an older version: they come after the "
         f"{_images(len(newest))} scored by {newest[0].version} until rescoring reaches them"

@@ -85,6 +85,14 @@ def build_services(settings: Settings) -> Services:
     app = load_app(settings.app)
     infer_tasks = _infer_tasks(app, settings.bundles)
     db = Database(settings.resolved_database_url)
+    try:
+        return _services_on(settings, app, infer_tasks, db)
+    except BaseException:
+        db.dispose()
+        raise
+
+
+def _services_on(settings: Settings, app: App, infer_tasks: dict[str, InferTask], db: Database) -> Services:
     db.migrate()
     pacs = None
     if settings.studies and settings.studies.startswith(("http://", "https://")):

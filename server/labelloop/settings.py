@@ -6,9 +6,9 @@ Nested groups use a double underscore: ``LABELLOOP_SESSIONS__MAX_EXPIRY_S=600``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -108,19 +108,40 @@ class InferenceSettings(BaseModel):
     warmup: bool = Field(True, description="Load the active model versions when the server starts")
 
 
+#: A job's worker must miss this many heartbeats in a row before the job is declared lost.
+STALE_BEATS = 5
+
+
 class JobSettings(BaseModel):
     """Background jobs (training, scoring, batch inference) and the worker processes that run them."""
 
     workers: int = Field(
         1, ge=0, description="Worker processes the server starts (0: only standalone workers)"
     )
-    heartbeat_interval_s: float = Field(2.0, gt=0, description="How often running jobs and workers heartbeat")
-    stale_after_s: float = Field(30.0, gt=0, description="A job silent this long is marked ERROR")
+    heartbeat_interval_s: float = Field(
+        2.0, gt=0, description="How often workers heartbeat for themselves and the job they run"
+    )
+    stale_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="A running job whose worker is silent this long is declared lost: marked ERROR, its "
+        f"results refused and its process killed (at least {STALE_BEATS} heartbeat intervals)",
+    )
     poll_interval_s: float = Field(0.5, gt=0, description="How often idle workers look for jobs")
     cancel_grace_s: float = Field(10.0, ge=0, description="Time a stopped job gets before it is killed")
     run_sync_timeout_s: float = Field(6 * 3600.0, gt=0, description="Longest a run_sync request waits")
     autotrain_after: int = Field(
-        5, ge=0, description="Queue training after this many new final labels (0: never automatically)"
+        5,
+        ge=0,
+        description="Queue training after this many final labels saved by people since the last run "
+        "(imported labels do not count; 0: never automatically)",
+    )
+    autotrain_models: list[str] | None = Field(
+        None, description="The trainers automatic training queues (unset: every trainer of the app)"
+    )
+    autotrain_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Training options of automatic runs, e.g. {"max_epochs": 10} (unset: the defaults)',
     )
     promotion: Literal["always", "if_better", "manual"] = Field(
         "if_better", description="When a finished training run becomes the active model version"
@@ -135,6 +156,17 @@ class JobSettings(BaseModel):
         le=19,
         description="Niceness added to job processes, so interactive inference in the server wins the CPU",
     )
+
+    @model_validator(mode="after")
+    def _stale_after_several_beats(self) -> JobSettings:
+        # A beat can be late (a busy machine, a database lock held by another writer): one or two
+        # late beats must not make a live job look dead.
+        if self.stale_after_s < STALE_BEATS * self.heartbeat_interval_s:
+            raise ValueError(
+                f"stale_after_s ({self.stale_after_s:g}) must be at least {STALE_BEATS} heartbeat "
+                f"intervals ({STALE_BEATS} x {self.heartbeat_interval_s:g} s)"
+            )
+        return self
 
 
 class ActiveLearningSettings(BaseModel):

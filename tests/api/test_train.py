@@ -93,6 +93,8 @@ def test_train_to_done_publishes_a_version_that_infer_then_uses(trainer_server: 
     done = _wait(server, lambda t: t["status"] not in ("SUBMITTED", "RUNNING"))
     assert done["status"] == "DONE", done
     assert done["id"] == started["id"] and done["details"] and done["end_ts"]
+    start = next(line for line in done["details"] if line.startswith("training segmentation"))
+    assert "from scratch: no version of segmentation is active yet" in start, "pretrained=true says why"
     result = done["result"]
     assert result["model_version"] == 1 and result["promoted"] is True
     versions = _versions(server)

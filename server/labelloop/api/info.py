@@ -45,5 +45,7 @@ def info(services: ServicesDep) -> dict[str, Any]:
         "strategies": services.activelearning.describe(),
         "scoring": services.jobs.scoring_methods(),
         "train_stats": services.jobs.train_stats(),
+        # ours, additive: when training starts by itself, which trainers and with which options
+        "autotrain": services.jobs.autotrain_plan(),
         "datastore": services.datastore.views.stats(),
     }

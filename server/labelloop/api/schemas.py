@@ -191,6 +191,19 @@ class DatastoreStatsRead(BaseModel):
     label_tags: dict[str, int]
 
 
+class AutotrainRead(BaseModel):
+    """``/info/``'s ``autotrain``: training queues by itself after ``after`` final labels saved by
+    people (``new_final_labels`` so far, since ``since_ts``), for ``models`` with their ``options``."""
+
+    after: int
+    enabled: bool
+    counts: str
+    new_final_labels: int
+    since_ts: float
+    models: list[str]
+    options: dict[str, dict[str, Any]]
+
+
 class InfoRead(BaseModel):
     """``GET /info/``: the app descriptor (MONAI Label section 4); never a top-level ``config``."""
 
@@ -205,6 +218,7 @@ class InfoRead(BaseModel):
     strategies: dict[str, dict[str, Any]]
     scoring: dict[str, dict[str, Any]]
     train_stats: dict[str, dict[str, Any]]
+    autotrain: AutotrainRead
     datastore: DatastoreStatsRead
 
 
@@ -254,7 +268,8 @@ class ModelFileRead(BaseModel):
 
 
 class TaskRead(BaseModel):
-    """The task object of MONAI Label section 2.14, plus our ``kind``, ``name``, ``progress``, ``result``."""
+    """The task object of MONAI Label section 2.14, plus our ``kind``, ``name``, ``progress``, ``result``
+    and ``created_by`` (who asked for it; ``autotrain`` for automatic training runs)."""
 
     id: str
     status: str
@@ -262,6 +277,7 @@ class TaskRead(BaseModel):
     start_ts: str
     kind: str
     name: str
+    created_by: str | None = None
     details: list[str] | None = None
     end_ts: str | None = None
     progress: dict[str, Any] | None = None
@@ -278,6 +294,7 @@ def task(job: Job) -> TaskRead:
         "start_ts": format_ts(job.started_at or job.created_at),
         "kind": job.kind.value,
         "name": job.name,
+        "created_by": job.created_by,
     }
     if job.status != JobStatus.SUBMITTED:
         # Slicer reads details[-1] of a stopped task: never leave it empty.

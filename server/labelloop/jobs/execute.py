@@ -14,7 +14,7 @@ from labelloop.datastore import Datastore
 from labelloop.inference import InferenceService
 from labelloop.jobs.batch import run_batch_infer
 from labelloop.jobs.queue import JobQueue
-from labelloop.jobs.records import Job, JobKind, JobStatus
+from labelloop.jobs.records import ClaimState, Job, JobKind, JobLostError, JobStatus
 from labelloop.jobs.scoring import run_scoring
 from labelloop.jobs.training import run_training
 from labelloop.registry import Registry
@@ -26,22 +26,42 @@ __all__ = ["execute_job"]
 logger = logging.getLogger(__name__)
 
 
-def _heartbeat(
-    queue: JobQueue, job_id: str, interval: float, stop: threading.Event, done: threading.Event
+def _watch_claim(
+    queue: JobQueue,
+    job: Job,
+    interval: float,
+    stop: threading.Event,
+    lost: threading.Event,
+    done: threading.Event,
 ) -> None:
+    """Tell the job when to stop: a stop was asked for, or it was declared lost (then stop at once:
+    its writes are refused). Read only: the heartbeat itself comes from the worker (``worker``)."""
     while not done.wait(interval):
         try:
-            if queue.heartbeat(job_id):
-                stop.set()  # a stop was requested: cooperative first, the worker kills after a grace period
+            state = queue.claim_state(job.id, job.claim_token)
         except Exception:
-            logger.exception("heartbeat of job %s failed", job_id)
+            logger.exception("the claim of job %s could not be read", job.id)
+            continue
+        if state == ClaimState.LOST:
+            logger.warning("job %s was declared lost: stopping; its results would be refused", job.id)
+            lost.set()
+        if state != ClaimState.HELD:
+            stop.set()  # a stop was requested: cooperative first, the worker kills after a grace period
 
 
 def _progress(queue: JobQueue, job: Job) -> Any:
     def report(done: int, total: int, item: str) -> None:
-        queue.report(job.id, progress={"done": done, "total": total, "current": item})
+        queue.report(job.id, claim=job.claim_token, progress={"done": done, "total": total, "current": item})
 
     return report
+
+
+def _refused(queue: JobQueue, job: Job, what: str) -> int:
+    """The job ended up lost: say so in its log (its status stays what the reaper wrote)."""
+    line = f"its process went on after it was declared lost; {what} was refused"
+    logger.warning("job %s: %s", job.id, line)
+    queue.note(job.id, line)
+    return 1
 
 
 def _priority() -> str:
@@ -66,22 +86,47 @@ def execute_job(
     settings: JobSettings,
     jobs_dir: Path,
 ) -> int:
-    """Run job ``job_id`` (already claimed by a worker) to a final status; returns the exit code."""
+    """Run job ``job_id`` (already claimed by a worker) to a final status; returns the exit code.
+
+    Every write goes under the job's claim: once the reaper declared the job lost, its progress,
+    its final status and its model version are refused, and it stops at its next check.
+    """
     job = queue.get(job_id)
-    queue.report(job.id, lines=[f"{job.kind.value} {job.name}: process {os.getpid()}, {_priority()}"])
+    if job.status != JobStatus.RUNNING:
+        logger.warning("job %s is %s, not running: nothing to do", job.id, job.status.value)
+        return 1
+    queue.report(
+        job.id,
+        claim=job.claim_token,
+        lines=[f"{job.kind.value} {job.name}: process {os.getpid()}, {_priority()}"],
+    )
     stop = threading.Event()
+    lost = threading.Event()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    beat = threading.Thread(
-        target=_heartbeat, args=(queue, job.id, settings.heartbeat_interval_s, stop, done), daemon=True
+    watch = threading.Thread(
+        target=_watch_claim,
+        args=(queue, job, settings.heartbeat_interval_s, stop, lost, done),
+        name="claim-watch",
+        daemon=True,
     )
-    beat.start()
+    watch.start()
     try:
         if job.kind == JobKind.TRAIN:
             result = run_training(job, app, datastore, registry, queue, settings, stop, jobs_dir)
         elif job.kind == JobKind.SCORING:
             result = run_scoring(
-                job.name, app, datastore, registry, inference.device, _progress(queue, job), stop
+                job.name,
+                app,
+                datastore,
+                registry,
+                inference.device,
+                _progress(queue, job),
+                stop,
+                log=lambda line: queue.report(job.id, claim=job.claim_token, lines=[line]),
+                scores_version=lambda model, version: queue.report(
+                    job.id, claim=job.claim_token, metrics={"model": model, "model_version": version}
+                ),
             )
         else:
             images = str(job.request.get("images", "all"))
@@ -95,14 +140,28 @@ def execute_job(
                 _progress(queue, job),
                 stop,
             )
+        claim = job.claim_token
         if stop.is_set() or result is None:
-            queue.finish(job.id, JobStatus.STOPPED, line="stopped before it finished")
+            ended = queue.finish(job.id, JobStatus.STOPPED, claim=claim, line="stopped before it finished")
         else:
-            queue.finish(job.id, JobStatus.DONE, result=result, line=f"{job.kind.value} {job.name} done")
+            line = f"{job.kind.value} {job.name} done"
+            ended = queue.finish(job.id, JobStatus.DONE, claim=claim, result=result, line=line)
+        if not ended and queue.claim_state(job.id, claim) == ClaimState.LOST:
+            return _refused(queue, job, "its result")
         return 0
+    except JobLostError:
+        return _refused(queue, job, "its model version")
     except Exception as exc:
         logger.error("job %s failed:\n%s", job.id, traceback.format_exc())
-        queue.finish(job.id, JobStatus.ERROR, error=f"{type(exc).__name__}: {exc}", line=f"ERROR: {exc}")
+        if lost.is_set():
+            return _refused(queue, job, "its outcome")
+        queue.finish(
+            job.id,
+            JobStatus.ERROR,
+            claim=job.claim_token,
+            error=f"{type(exc).__name__}: {exc}",
+            line=f"ERROR: {exc}",
+        )
         return 1
     finally:
         done.set()

@@ -60,6 +60,9 @@ jobs = Table(
     Column("started_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
     Column("resume_from", String(64), nullable=True),
+    # The fencing token of the claim the job runs under (new at each claim, cleared when the reaper
+    # declares the job lost): its worker's and its process's writes all check it.
+    Column("claim_token", String(32), nullable=True),
     CheckConstraint("kind IN ('train', 'scoring', 'batch_infer')", name="kind"),
     CheckConstraint("status IN ('SUBMITTED', 'RUNNING', 'DONE', 'ERROR', 'STOPPED')", name="status"),
     CheckConstraint(

@@ -1,4 +1,11 @@
-"""The durable job queue in the database: submit, claim, heartbeat, progress, finish, cancel, reap."""
+"""The durable job queue in the database: submit, claim, heartbeat, progress, finish, cancel, reap.
+
+Fencing: each claim gets a fresh token (``jobs.claim_token``). Every write a job's worker or process
+makes (heartbeat, progress, finish, and the publish of a model version, which finishes the job in
+its own transaction) checks, in the same transaction, that the job is still ``RUNNING`` under that
+token. When the reaper declares a job lost it ends it as ``ERROR`` and clears the token in one
+transaction, so whatever the lost job still tries to write afterwards is refused.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +17,38 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, desc, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, desc, func, insert, select, update
 
 from labelloop.datastore import pid_alive
 from labelloop.db import Database
 from labelloop.errors import AlreadyRunningError, JobNotFoundError
 from labelloop.jobs.models import jobs, workers
-from labelloop.jobs.records import LOG_TAIL_LINES, Job, JobKind, JobStatus
+from labelloop.jobs.records import LOG_TAIL_LINES, ClaimState, Job, JobKind, JobStatus
 
 __all__ = ["JobQueue"]
 
 logger = logging.getLogger(__name__)
 
 _ACTIVE = (JobStatus.SUBMITTED.value, JobStatus.RUNNING.value)
+#: A process of a job on this host that died is reaped after this long at most (not ``stale_after_s``).
+_DEAD_PROCESS_S = 5.0
+
+
+def _held(job_id: str, claim: str | None) -> list[ColumnElement[bool]]:
+    """The job is running, under ``claim`` when one is given."""
+    held = [jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value]
+    if claim is not None:
+        held.append(jobs.c.claim_token == claim)
+    return held
+
+
+def _state(row: Any, claim: str | None) -> ClaimState:
+    """What a row with ``status``, ``claim_token`` and ``cancel_requested`` says of ``claim``."""
+    if row is None or (claim is not None and row.claim_token != claim):
+        return ClaimState.LOST
+    if row.status in _ACTIVE:
+        return ClaimState.STOP if row.cancel_requested else ClaimState.HELD
+    return ClaimState.ENDED
 
 
 class JobQueue:
@@ -60,6 +86,7 @@ class JobQueue:
             started_at=row["started_at"],
             finished_at=row["finished_at"],
             resume_from=row["resume_from"],
+            claim_token=row["claim_token"],
         )
 
     def _get_in(self, conn: Connection, job_id: str) -> Job:
@@ -213,7 +240,10 @@ class JobQueue:
     # ------------------------------------------------------------ running
 
     def claim(self, worker_id: str, kinds: tuple[JobKind, ...] = tuple(JobKind)) -> Job | None:
-        """Take the most urgent queued job (highest priority, then oldest), or ``None``."""
+        """Take the most urgent queued job (highest priority, then oldest), or ``None``.
+
+        The job comes back with a new ``claim_token``: pass it to every later write for the job.
+        """
         now = self._clock()
         with self._db.write() as conn:
             row = conn.execute(
@@ -228,15 +258,23 @@ class JobQueue:
             taken = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == row.id, jobs.c.status == JobStatus.SUBMITTED.value)
-                .values(status=JobStatus.RUNNING.value, worker_id=worker_id, started_at=now, heartbeat_at=now)
+                .values(
+                    status=JobStatus.RUNNING.value,
+                    worker_id=worker_id,
+                    started_at=now,
+                    heartbeat_at=now,
+                    claim_token=uuid.uuid4().hex,
+                )
             )
             if taken.rowcount != 1:
                 return None
             return self._get_in(conn, row.id)
 
-    def started(self, job_id: str, pid: int) -> None:
+    def started(self, job_id: str, pid: int, claim: str | None = None) -> None:
         with self._db.write() as conn:
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(pid=pid, heartbeat_at=self._clock()))
+            conn.execute(
+                update(jobs).where(*_held(job_id, claim)).values(pid=pid, heartbeat_at=self._clock())
+            )
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether a stop was asked for (one column, cheap enough to poll)."""
@@ -244,26 +282,37 @@ class JobQueue:
             row = conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).first()
         return bool(row is not None and row.cancel_requested)
 
-    def heartbeat(self, job_id: str) -> bool:
-        """Refresh a running job's heartbeat; returns whether it was asked to stop."""
+    def _state_in(self, conn: Connection, job_id: str, claim: str | None) -> ClaimState:
+        row = conn.execute(
+            select(jobs.c.status, jobs.c.claim_token, jobs.c.cancel_requested).where(jobs.c.id == job_id)
+        ).first()
+        return _state(row, claim)
+
+    def heartbeat(self, job_id: str, claim: str | None = None) -> ClaimState:
+        """Refresh a running job's heartbeat if it still runs under ``claim``; returns where the claim
+        stands (``STOP``: a stop was asked for; ``LOST``: the job was declared lost)."""
         with self._db.write() as conn:
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value)
-                .values(heartbeat_at=self._clock())
-            )
-            row = conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).first()
-        return bool(row is not None and row.cancel_requested)
+            conn.execute(update(jobs).where(*_held(job_id, claim)).values(heartbeat_at=self._clock()))
+            return self._state_in(conn, job_id, claim)
+
+    def claim_state(self, job_id: str, claim: str | None = None) -> ClaimState:
+        """Where ``claim`` on the job stands, read only (a job's process polls it: no write lock)."""
+        with self._db.read() as conn:
+            return self._state_in(conn, job_id, claim)
 
     def report(
         self,
         job_id: str,
         *,
+        claim: str | None = None,
         progress: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
         lines: list[str] | None = None,
-    ) -> None:
-        """Record progress, metrics and log lines of a running job (the tail keeps the last 20 lines)."""
+    ) -> bool:
+        """Record progress, metrics and log lines of a running job (the tail keeps the last 20 lines).
+
+        Refused (False) once the job no longer runs under ``claim``.
+        """
         with self._db.write() as conn:
             values: dict[str, Any] = {"heartbeat_at": self._clock()}
             if progress is not None:
@@ -272,34 +321,98 @@ class JobQueue:
                 values["metrics"] = metrics
             if lines:
                 current = conn.execute(
-                    select(jobs.c.log_tail).where(jobs.c.id == job_id)
+                    select(jobs.c.log_tail).where(jobs.c.id == job_id).with_for_update()
                 ).scalar_one_or_none()
                 values["log_tail"] = (list(current or []) + lines)[-LOG_TAIL_LINES:]
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            done = conn.execute(update(jobs).where(*_held(job_id, claim)).values(**values))
+            return done.rowcount == 1
+
+    def note(self, job_id: str, line: str) -> None:
+        """Append ``line`` to a job's log tail whatever its status: why a lost job's result was refused."""
+        with self._db.write() as conn:
+            current = conn.execute(
+                select(jobs.c.log_tail).where(jobs.c.id == job_id).with_for_update()
+            ).scalar_one_or_none()
+            tail = (list(current or []) + [line])[-LOG_TAIL_LINES:]
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(log_tail=tail))
 
     def finish(
         self,
         job_id: str,
         status: JobStatus,
         *,
+        claim: str | None = None,
         result: Any = None,
         error: str | None = None,
         line: str | None = None,
     ) -> bool:
-        """Move a running (or queued) job to a final status; False if it had already ended."""
+        """Move a running (or queued) job to a final status; False if it had already ended or no
+        longer runs under ``claim``."""
         with self._db.write() as conn:
-            job = self._get_in(conn, job_id)
-            if not job.active:
-                return False
-            values: dict[str, Any] = {"status": status.value, "finished_at": self._clock()}
-            if result is not None:
-                values["result"] = result
-            if error is not None:
-                values["error"] = error
-            if line:
-                values["log_tail"] = (job.log_tail + [line])[-LOG_TAIL_LINES:]
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
-        logger.info("job %s %s%s", job_id, status.value, f": {error}" if error else "")
+            done = self.finish_in(conn, job_id, status, claim=claim, result=result, error=error, line=line)
+        if done:
+            logger.info("job %s %s%s", job_id, status.value, f": {error}" if error else "")
+        return done
+
+    def finish_in(
+        self,
+        conn: Connection,
+        job_id: str,
+        status: JobStatus,
+        *,
+        claim: str | None = None,
+        result: Any = None,
+        error: str | None = None,
+        line: str | None = None,
+        lines: list[str] | None = None,
+        progress: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        revoke: bool = False,
+    ) -> bool:
+        """``finish`` in ``conn``'s write transaction (a publish finishes its job in its own), with the
+        job's last ``progress`` and ``metrics`` and log ``lines`` after ``line``; ``revoke`` clears the
+        claim (the job was lost).
+
+        The row is locked first (``FOR UPDATE``), so a reaper and a finishing job cannot both win.
+        """
+        row = conn.execute(select(jobs).where(jobs.c.id == job_id).with_for_update()).mappings().first()
+        if row is None:
+            raise JobNotFoundError(f"Task '{job_id}' not found")
+        job = self._record(row)
+        if not job.active or (claim is not None and job.claim_token != claim):
+            return False
+        values: dict[str, Any] = {"status": status.value, "finished_at": self._clock()}
+        if result is not None:
+            values["result"] = result
+        if error is not None:
+            values["error"] = error
+        added = ([line] if line else []) + list(lines or [])
+        if added:
+            values["log_tail"] = (job.log_tail + added)[-LOG_TAIL_LINES:]
+        if progress is not None:
+            values["progress"] = progress
+        if metrics is not None:
+            values["metrics"] = metrics
+        if revoke:
+            values["claim_token"] = None
+        done = conn.execute(
+            update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(_ACTIVE)).values(**values)
+        )
+        return done.rowcount == 1
+
+    def lock_in(self, conn: Connection, kind: JobKind) -> None:
+        """Serialise writers on jobs of ``kind`` until ``conn``'s transaction ends, as ``submit`` and
+        ``cancel`` do: take it before any job row, so that lock order is always kind, then rows."""
+        self._db.lock(conn, f"jobs:{kind.value}")
+
+    def request_stop_in(self, conn: Connection, job_id: str, line: str) -> bool:
+        """Ask a running job to stop (its worker ends its process) in ``conn``'s transaction, with
+        ``line`` in its log tail; False if it no longer runs."""
+        row = conn.execute(select(jobs).where(*_held(job_id, None)).with_for_update()).mappings().first()
+        if row is None:
+            return False
+        tail = (list(row["log_tail"] or []) + [line])[-LOG_TAIL_LINES:]
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True, log_tail=tail))
         return True
 
     def cancel(self, kind: JobKind, user: str) -> tuple[list[Job], list[Job]]:
@@ -340,11 +453,17 @@ class JobQueue:
         return running, queued
 
     def reap(self, stale_after_s: float) -> list[Job]:
-        """Mark ERROR the running jobs whose worker died: no heartbeat for ``stale_after_s``, or a
-        worker process on this host that no longer exists (a server restart, kill -9)."""
+        """Declare lost, and end as ERROR, the running jobs whose worker died: no heartbeat for
+        ``stale_after_s``, or a worker process on this host that no longer exists (a server restart,
+        kill -9). Their claim is revoked in the same transaction, so a lost job that is in fact still
+        alive (a frozen worker) cannot publish afterwards; its worker kills it when it sees that.
+
+        Each verdict is checked again on the locked row, so a heartbeat that arrived meanwhile wins;
+        only suspects take the write lock.
+        """
         now = self._clock()
         host = socket.gethostname()
-        dead: list[tuple[Job, str]] = []
+        suspects: list[tuple[str, int | None]] = []
         with self._db.read() as conn:
             rows = conn.execute(
                 select(jobs, workers.c.host, workers.c.pid.label("worker_pid"))
@@ -352,20 +471,45 @@ class JobQueue:
                 .where(jobs.c.status == JobStatus.RUNNING.value)
             ).mappings()
             for row in rows:
-                job = self._record(row)
-                beat = job.heartbeat_at or job.started_at or job.created_at
-                if row["host"] == host and row["worker_pid"] is not None and not pid_alive(row["worker_pid"]):
-                    dead.append(
-                        (job, f"its worker (process {row['worker_pid']}) is gone: server restart or crash")
-                    )
-                elif job.pid is not None and row["host"] == host and not pid_alive(job.pid):
-                    if now - beat > min(stale_after_s, 5.0):
-                        dead.append((job, f"its process {job.pid} died without finishing"))
-                elif now - beat > stale_after_s:
-                    dead.append((job, f"no heartbeat for {now - beat:.0f} s: its worker died"))
+                local_pid = row["worker_pid"] if row["host"] == host else None
+                if self._verdict(self._record(row), local_pid, now, stale_after_s) is not None:
+                    suspects.append((row["id"], local_pid))
         reaped = []
-        for job, reason in dead:
-            if self.finish(job.id, JobStatus.ERROR, error=f"Worker lost: {reason}", line=f"ERROR: {reason}"):
-                logger.warning("job %s marked ERROR: %s", job.id, reason)
+        for job_id, local_pid in suspects:
+            with self._db.write() as conn:
+                locked = (
+                    conn.execute(select(jobs).where(jobs.c.id == job_id).with_for_update()).mappings().first()
+                )
+                if locked is None or locked["status"] != JobStatus.RUNNING.value:
+                    continue
+                job = self._record(locked)
+                reason = self._verdict(job, local_pid, now, stale_after_s)
+                if reason is None:
+                    continue  # it beat meanwhile
+                lost = self.finish_in(
+                    conn,
+                    job.id,
+                    JobStatus.ERROR,
+                    claim=job.claim_token,
+                    error=f"Worker lost: {reason}",
+                    line=f"ERROR: {reason}",
+                    revoke=True,
+                )
+            if lost:
+                logger.warning("job %s declared lost and marked ERROR: %s", job.id, reason)
                 reaped.append(self.get(job.id))
         return reaped
+
+    @staticmethod
+    def _verdict(job: Job, local_worker_pid: int | None, now: float, stale_after_s: float) -> str | None:
+        """Why ``job`` is lost, or ``None``; ``local_worker_pid`` is given when its worker is on this host."""
+        beat = job.heartbeat_at or job.started_at or job.created_at
+        if local_worker_pid is not None and not pid_alive(local_worker_pid):
+            return f"its worker (process {local_worker_pid}) is gone: server restart or crash"
+        if local_worker_pid is not None and job.pid is not None and not pid_alive(job.pid):
+            if now - beat > min(stale_after_s, _DEAD_PROCESS_S):
+                return f"its process {job.pid} died without finishing"
+            return None
+        if now - beat > stale_after_s:
+            return f"no heartbeat for {now - beat:.0f} s: its worker died or stalls"
+        return None

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Job", "JobKind", "JobStatus", "LOG_TAIL_LINES"]
+from labelloop.errors import ConflictError
+
+__all__ = ["ClaimState", "Job", "JobKind", "JobLostError", "JobStatus", "LOG_TAIL_LINES"]
 
 #: Lines of a job's log kept for the task object's ``details`` (MONAI Label keeps 20).
 LOG_TAIL_LINES = 20
@@ -18,6 +20,24 @@ class JobStatus(StrEnum):
     DONE = "DONE"
     ERROR = "ERROR"
     STOPPED = "STOPPED"
+
+
+class ClaimState(StrEnum):
+    """Where a claim on a job stands, as its worker and its process see it.
+
+    ``HELD``: the job runs under this claim; ``STOP``: it does, and a stop was asked for;
+    ``ENDED``: the job reached a final status under this claim; ``LOST``: the claim was revoked
+    (the reaper declared the job lost): nothing the holder writes is accepted any more.
+    """
+
+    HELD = "held"
+    STOP = "stop"
+    ENDED = "ended"
+    LOST = "lost"
+
+
+class JobLostError(ConflictError):
+    """The job was declared lost: its claim was revoked, so its results are refused."""
 
 
 class JobKind(StrEnum):
@@ -51,6 +71,8 @@ class Job:
     started_at: float | None
     finished_at: float | None
     resume_from: str | None
+    #: The token of the claim the job runs under: every write of its worker and process checks it.
+    claim_token: str | None = None
 
     @property
     def active(self) -> bool:

@@ -1,4 +1,10 @@
-"""Queue rescoring when a model's active version changes: scores of the old version are stale."""
+"""When a model's active version changes: stop scoring with the old version, queue rescoring.
+
+Scores of the old version are stale; a scoring job still running with it would only write more of
+them (strategies rank by the active version's scores alone, and ``ScoreStore`` refuses a score whose
+version is no longer active, so such a job stops at its next image anyway: asking it to stop here
+frees the worker at once).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from labelloop.jobs.queue import JobQueue
 from labelloop.jobs.records import Job, JobKind, JobStatus
 from labelloop.tasks import App
 
-__all__ = ["RESCORE_PRIORITY", "queue_rescoring_in"]
+__all__ = ["RESCORE_PRIORITY", "queue_rescoring_in", "stop_stale_scoring_in"]
 
 #: Below training and batch inference; interactive inference never waits on jobs at all.
 RESCORE_PRIORITY = -10
@@ -43,3 +49,31 @@ def queue_rescoring_in(
             )
         )
     return submitted
+
+
+def stop_stale_scoring_in(
+    conn: Connection, queue: JobQueue, app: App, model: str, version: int | None, user: str
+) -> list[Job]:
+    """Ask the running scoring jobs that score ``model`` with a version other than ``version`` (the
+    one active now; ``None``: no version is) to stop, in ``conn``'s write transaction.
+
+    A scoring job records the version it scores with in its ``metrics`` when it starts. Queued ones
+    are left alone: they score whichever version is active when they start. One that started but has
+    not recorded its version yet finds its scores refused (``ScoreStore.put``) and stops by itself.
+    """
+    methods = {name for name, method in app.scoring.items() if method.spec.model == model}
+    queue.lock_in(conn, JobKind.SCORING)
+    stopped = []
+    for job in queue.active_in(conn, JobKind.SCORING):
+        scored = job.metrics.get("model_version")
+        if job.status != JobStatus.RUNNING or job.cancel_requested or job.name not in methods:
+            continue
+        if job.metrics.get("model") != model:
+            continue
+        if scored is None or scored == version:
+            continue
+        now = version if version is not None else "none"
+        line = f"stopped by {user}: it scores with {model} version {scored}, and the active version is {now}"
+        if queue.request_stop_in(conn, job.id, line):
+            stopped.append(job)
+    return stopped

@@ -63,11 +63,19 @@ def _app_method(
     device: Any,
     progress: Callable[[int, int, str], None],
     stop: threading.Event,
-) -> dict[str, Any]:
-    """Score every unfinished image whose stored score is not from the active version and content."""
-    active = registry.active(method.spec.model)
+    log: Callable[[str], object],
+    scores_version: Callable[[str, int], object],
+) -> dict[str, Any] | None:
+    """Score every unfinished image whose stored score is not from the active version and content.
+
+    Stops (``None``) when that version stops being active meanwhile (a rollback, a promotion): its
+    scores are refused from then on, and rescoring with the new version is queued by the change.
+    """
+    model_name = method.spec.model
+    active = registry.active(model_name)
     if active is None:
-        raise RuntimeError(f"'{name}' needs a trained '{method.spec.model}' model; train it first")
+        raise RuntimeError(f"'{name}' needs a trained '{model_name}' model; train it first")
+    scores_version(model_name, active.version)  # a change of active version stops this job by it
     store = ScoreStore(datastore.db)
     fresh = store.fresh(name, active.version)
     finals = {label.image_id for label in datastore.labels.current(DEFAULT_TAG)}
@@ -82,15 +90,19 @@ def _app_method(
         if stop.is_set():
             break
         output = method.score(model, read_volume(datastore.images.file(image)), device)
-        store.put(
+        kept = store.put(
             image.id,
             name,
-            model=method.spec.model,
+            model=model_name,
             model_version=active.version,
             image_sha256=image.sha256,
             value=output.value,
             details=output.details,
+            only_if_active=True,
         )
+        if not kept:
+            log(f"{model_name} version {active.version} is no longer the active version: stopped")
+            return None
         results[image.id] = output.value
         progress(done, len(todo), image.id)
     return results
@@ -104,11 +116,19 @@ def run_scoring(
     device: Any,
     progress: Callable[[int, int, str], None],
     stop: threading.Event,
-) -> dict[str, Any]:
-    """Run scoring method ``name`` (built in, or the app's); returns ``{image_id: score}``."""
+    *,
+    log: Callable[[str], object] = lambda _: None,
+    scores_version: Callable[[str, int], object] = lambda _model, _version: None,
+) -> dict[str, Any] | None:
+    """Run scoring method ``name`` (built in, or the app's); returns ``{image_id: score}``, or
+    ``None`` when it stopped because the model version it scored with is no longer active.
+
+    ``scores_version(model, version)`` is told which version an app method scores with (the job
+    records it, so that a change of active version can stop it); ``log`` gets a line for the job's log.
+    """
     if name == "dice":
         return _dice(datastore, progress, stop)
     method = app.scoring.get(name)
     if method is None:
         raise ValueError(f"unknown scoring method {name!r}")
-    return _app_method(name, method, datastore, registry, device, progress, stop)
+    return _app_method(name, method, datastore, registry, device, progress, stop, log, scores_version)

@@ -14,7 +14,7 @@ from labelloop.datastore import DEFAULT_TAG, Datastore
 from labelloop.errors import InvalidParamsError, ModelNotFoundError
 from labelloop.jobs.queue import JobQueue
 from labelloop.jobs.records import Job, JobKind, JobStatus
-from labelloop.jobs.rescore import queue_rescoring_in
+from labelloop.jobs.rescore import queue_rescoring_in, stop_stale_scoring_in
 from labelloop.jobs.scoring import SCORING_METHODS
 from labelloop.settings import JobSettings
 from labelloop.tasks import App, validate_options
@@ -35,6 +35,8 @@ class JobService:
         self.app = app
         self.datastore = datastore
         self.settings = settings
+        #: Trainer -> the options automatic runs use, validated now: a typo stops the server's start.
+        self.autotrain_runs: dict[str, dict[str, Any]] = self._autotrain_runs()
 
     # ------------------------------------------------------------ what exists
 
@@ -142,6 +144,14 @@ class JobService:
             return []
         return queue_rescoring_in(conn, self.queue, self.app, model, user, cause)
 
+    def version_changed_in(
+        self, conn: Connection, model: str, version: int | None, user: str, cause: str
+    ) -> list[Job]:
+        """``model``'s active version is now ``version``, in ``conn``'s write transaction: stop the
+        scoring jobs that still score with another version, and queue rescoring (``rescore_in``)."""
+        stop_stale_scoring_in(conn, self.queue, self.app, model, version, user)
+        return self.rescore_in(conn, model, user, cause)
+
     def submit_batch_infer(
         self, model: str, images: str, params: Mapping[str, Any], user: str, known_models: list[str]
     ) -> Job:
@@ -207,22 +217,60 @@ class JobService:
 
     # ------------------------------------------------------------ automatic retraining
 
-    def autotrain(self) -> list[Job]:
-        """Queue every trainer once ``autotrain_after`` final labels arrived since the last training run."""
-        k = self.settings.autotrain_after
-        if k <= 0 or not self.app.train_tasks:
-            return []
+    def _autotrain_runs(self) -> dict[str, dict[str, Any]]:
+        names = self.settings.autotrain_models
+        if names is None:
+            names = list(self.app.train_tasks)
+        unknown = sorted(set(names) - set(self.app.train_tasks))
+        if unknown:
+            raise InvalidParamsError(
+                f"jobs.autotrain_models names trainers this app does not have: {unknown}; "
+                f"it has {sorted(self.app.train_tasks)}"
+            )
+        options = dict(self.settings.autotrain_options)
+        try:
+            return {name: self._config(name, options) for name in names}
+        except InvalidParamsError as exc:
+            raise InvalidParamsError(f"jobs.autotrain_options: {exc.message}") from exc
+
+    def _new_final_labels(self) -> tuple[int, float]:
+        """``(final labels people saved since the last training run, that run's creation time)``.
+
+        Only saves by people count (``source = upload``): imported studies' labels and
+        inference outputs do not.
+        """
         last = self.latest(JobKind.TRAIN)
         since = last.created_at if last is not None else 0.0
-        new = self.datastore.labels.count_saves(DEFAULT_TAG, since)
+        return self.datastore.labels.count_saves(DEFAULT_TAG, since, sources=("upload",)), since
+
+    def autotrain_plan(self) -> dict[str, Any]:
+        """What automatic training does and how close it is (``/info/``'s ``autotrain``)."""
+        new, since = self._new_final_labels() if self.settings.autotrain_after > 0 else (0, 0.0)
+        return {
+            "after": self.settings.autotrain_after,
+            "enabled": self.settings.autotrain_after > 0 and bool(self.autotrain_runs),
+            "counts": "final labels saved by people since the last training run (imports do not count)",
+            "new_final_labels": new,
+            "since_ts": since,
+            "models": list(self.autotrain_runs),
+            "options": self.autotrain_runs,
+        }
+
+    def autotrain(self) -> list[Job]:
+        """Queue the autotrain trainers once ``autotrain_after`` final labels were saved by people
+        since the last training run."""
+        k = self.settings.autotrain_after
+        if k <= 0 or not self.autotrain_runs:
+            return []
+        new, _ = self._new_final_labels()
         if new < k:
             return []
         if self.queue.active(JobKind.TRAIN):
             return []
         queued = []
-        for trainer in self.app.train_tasks:
+        for trainer, config in self.autotrain_runs.items():
             try:
-                queued.append(self.submit_train(trainer, {}, "autotrain", enqueue=True))
+                queued.append(self.submit_train(trainer, config, "autotrain", enqueue=True))
             except Exception:
                 logger.exception("automatic training of %s could not be queued", trainer)
         logger.info("%d new final labels: queued training for %s", new, [j.name for j in queued])

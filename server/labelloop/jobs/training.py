@@ -16,13 +16,20 @@ from labelloop.datastore import DEFAULT_TAG, Datastore
 from labelloop.imaging import read_volume
 from labelloop.inference import resolve_device
 from labelloop.jobs.queue import JobQueue
-from labelloop.jobs.records import Job
-from labelloop.jobs.rescore import queue_rescoring_in
+from labelloop.jobs.records import Job, JobLostError, JobStatus
+from labelloop.jobs.rescore import queue_rescoring_in, stop_stale_scoring_in
 from labelloop.registry import ModelVersion, Registry, decide_promotion
 from labelloop.settings import JobSettings
 from labelloop.tasks import App, InferRequest, InferTask, TrainItem, TrainTask, split_items
 
-__all__ = ["JobTrainContext", "gather_training_set", "mean_dice", "evaluate", "run_training"]
+__all__ = [
+    "JobTrainContext",
+    "evaluate",
+    "gather_training_set",
+    "mean_dice",
+    "run_training",
+    "starting_point",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,18 +69,32 @@ class JobTrainContext:
         now = time.monotonic()
         # At most two writes a second; an epoch's end always gets through.
         if now - self._last_report >= 0.5 or "total_time" in stats or stats.get("final"):
-            self._queue.report(self._job.id, progress=self.last_stats)
+            self._queue.report(self._job.id, claim=self._job.claim_token, progress=self.last_stats)
             self._last_report = now
 
     def log(self, message: str) -> None:
         logger.info("%s", message)
-        self._queue.report(self._job.id, lines=[message])
+        self._queue.report(self._job.id, claim=self._job.claim_token, lines=[message])
 
     def should_stop(self) -> bool:
         return self._stop.is_set()
 
     def resume_checkpoint(self) -> Path | None:
         return self._resume
+
+
+def starting_point(model: str, active_version: int | None, pretrained: bool) -> str:
+    """Where a run starts, for its log: ``pretrained`` fine-tunes the active version when there is one."""
+    if active_version is not None and pretrained:
+        return f"fine-tuning version {active_version} (pretrained=true)"
+    if active_version is not None:
+        return f"from scratch (pretrained=false; version {active_version} is active)"
+    if pretrained:
+        return (
+            f"from scratch: no version of {model} is active yet "
+            "(pretrained=true fine-tunes the active version once there is one)"
+        )
+    return "from scratch (pretrained=false)"
 
 
 def gather_training_set(datastore: Datastore) -> list[TrainItem]:
@@ -132,7 +153,11 @@ def run_training(
     stop: threading.Event,
     jobs_dir: Path,
 ) -> dict[str, Any] | None:
-    """Run train job ``job``; returns its result, or ``None`` when it was stopped."""
+    """Run train job ``job``; returns its result, or ``None`` when it was stopped.
+
+    With a result the job is already DONE: the transaction that publishes its model version finishes
+    it, and refuses the version (``JobLostError``) if the job no longer runs under its claim.
+    """
     trainer: TrainTask[Any] = app.train_tasks[job.name]
     infer_task = app.infer_tasks[trainer.model]
     # Validated at submission; rebuilt from the stored JSON into the trainer's own config model.
@@ -150,12 +175,8 @@ def run_training(
         resume = candidate if candidate.is_file() else None
     ctx = JobTrainContext(job, queue, jobs_dir / job.id, device, stop, resume)
     ctx.log(
-        f"training {trainer.model} on {len(data.train)} images, validating on {len(data.val)}"
-        + (
-            f", fine-tuning version {active.version}"
-            if init is not None and active is not None
-            else ", from scratch"
-        )
+        f"training {trainer.model} on {len(data.train)} images, validating on {len(data.val)}, "
+        + starting_point(trainer.model, active.version if active is not None else None, config.pretrained)
         + (f", resuming job {job.resume_from}" if resume else "")
     )
     started = time.monotonic()
@@ -177,10 +198,41 @@ def run_training(
     if stop.is_set():
         return None
 
-    def rescore(conn: Connection, _: ModelVersion) -> None:
-        if promote and settings.rescore:
-            # Scores from the previous version are stale now: rescore, below interactive work.
-            queue_rescoring_in(conn, queue, app, trainer.model, job.created_by, cause=job.id)
+    outcome = "promoted" if promote else "not promoted"
+
+    def result_of(version: ModelVersion) -> dict[str, Any]:
+        return {
+            "model": trainer.model,
+            "model_version": version.version,
+            "promoted": promote,
+            "reason": why,
+            "metrics": metrics,
+            "train_stats": stats,
+        }
+
+    def finish(conn: Connection, version: ModelVersion) -> None:
+        # Fencing: the version exists only if this job still runs under its claim, and the job is
+        # DONE in the same transaction, so the reaper cannot call it lost after it published.
+        done = queue.finish_in(
+            conn,
+            job.id,
+            JobStatus.DONE,
+            claim=job.claim_token,
+            result=result_of(version),
+            progress=stats,
+            metrics=metrics,
+            lines=[
+                f"model {trainer.model} version {version.version}: {outcome} ({why})",
+                f"train {job.name} done",
+            ],
+        )
+        if not done:
+            raise JobLostError(f"Task {job.id} was declared lost: model version {version.version} refused")
+        if promote:
+            stop_stale_scoring_in(conn, queue, app, trainer.model, version.version, job.created_by)
+            if settings.rescore:
+                # Scores from the previous version are stale now: rescore, below interactive work.
+                queue_rescoring_in(conn, queue, app, trainer.model, job.created_by, cause=job.id)
 
     version = registry.publish(
         trainer.model,
@@ -193,16 +245,7 @@ def run_training(
         training_set=data.records,
         train_stats=stats,
         duration_s=time.monotonic() - started,
-        in_transaction=rescore,
+        in_transaction=finish,
     )
-    outcome = "promoted" if promote else "not promoted"
-    ctx.log(f"model {trainer.model} version {version.version}: {outcome} ({why})")
-    queue.report(job.id, progress=stats, metrics=metrics)
-    return {
-        "model": trainer.model,
-        "model_version": version.version,
-        "promoted": promote,
-        "reason": why,
-        "metrics": metrics,
-        "train_stats": stats,
-    }
+    logger.info("model %s version %d: %s (%s)", trainer.model, version.version, outcome, why)
+    return result_of(version)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,31 @@ from labelloop.db import Database
 from labelloop.errors import ModelNotFoundError
 from labelloop.registry.models import model_versions
 
-__all__ = ["ModelVersion", "Registry"]
+__all__ = ["ModelVersion", "Registry", "active_versions_in", "model_lock"]
 
 logger = logging.getLogger(__name__)
+
+
+def model_lock(model: str) -> str:
+    """The name (``Database.lock``) that serialises changes of ``model``'s active version: a writer that
+    must see the active version stay put until it commits (a score of that version) takes it too."""
+    return f"model:{model}"
+
+
+def active_versions_in(conn: Connection, models: Iterable[str] | None = None) -> dict[str, int | None]:
+    """Every model the registry has versions of (or only ``models``), with its active version:
+    ``None`` when none is active (retired, or never promoted). A model missing from the answer has no
+    version at all (an untrained model, or one that takes no weights from the registry)."""
+    query = select(model_versions.c.model, model_versions.c.version, model_versions.c.active)
+    if models is not None:
+        query = query.where(model_versions.c.model.in_(list(models)))
+    out: dict[str, int | None] = {}
+    for model, version, active in conn.execute(query):
+        if active:
+            out[model] = int(version)
+        else:
+            out.setdefault(model, None)
+    return out
 
 
 @dataclass(frozen=True)
@@ -107,7 +129,7 @@ class Registry:
         sha256, size = self._blobs.put(key, weights)
         try:
             with self._db.write() as conn:
-                self._db.lock(conn, f"model:{model}")
+                self._db.lock(conn, model_lock(model))
                 latest = conn.execute(
                     select(func.max(model_versions.c.version)).where(model_versions.c.model == model)
                 ).scalar_one_or_none()
@@ -203,7 +225,7 @@ class Registry:
         """Make ``version`` the one inference uses (promotion or rollback); ``in_transaction`` as in
         ``publish``."""
         with self._db.write() as conn:
-            self._db.lock(conn, f"model:{model}")
+            self._db.lock(conn, model_lock(model))
             self._get_in(conn, model, version, retired=True)  # a retired version may come back
             self._deactivate(conn, model)
             conn.execute(
@@ -223,7 +245,7 @@ class Registry:
         Returns the version as retired (``active`` false, ``retired_at`` set), or ``None`` if the model
         had no active version."""
         with self._db.write() as conn:
-            self._db.lock(conn, f"model:{model}")
+            self._db.lock(conn, model_lock(model))
             row = (
                 conn.execute(
                     select(model_versions).where(

@@ -1,10 +1,11 @@
 """Changing the model version inference serves: the registry's activation and the rescoring it calls for.
 
 Scores that strategies rank by came from the version being replaced, so every activation
-(an upload, a promotion by hand, a rollback) queues the scoring methods that read the model.
-The new active version and its scoring jobs are one transaction: there is never an active
-version whose rescoring was lost. A promotion at the end of a training run does the same inside
-the jobs package (``jobs.training``), which owns that run.
+(an upload, a promotion by hand, a rollback) stops the scoring jobs still running with the old
+version and queues the scoring methods that read the model. The new active version and those
+job changes are one transaction: there is never an active version whose rescoring was lost, nor
+a scoring job told too late that its version is gone. A promotion at the end of a training run
+does the same inside the jobs package (``jobs.training``), which owns that run.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ def _needs_weights(inference: InferenceService, model: str) -> None:
 def activate_version(
     registry: Registry, jobs: JobService, inference: InferenceService, model: str, version: int, user: str
 ) -> ModelVersion:
-    """Serve ``version`` of ``model`` (promotion or rollback) and queue its rescoring, atomically."""
+    """Serve ``version`` of ``model`` (promotion or rollback), stop scoring with the version it
+    replaces and queue its rescoring, atomically."""
     _needs_weights(inference, model)
 
-    def rescore(conn: Connection, _: ModelVersion) -> None:
-        jobs.rescore_in(conn, model, user, cause="activate")
+    def rescore(conn: Connection, active: ModelVersion) -> None:
+        jobs.version_changed_in(conn, model, active.version, user, cause="activate")
 
     return registry.activate(model, version, in_transaction=rescore)
 
@@ -52,7 +54,7 @@ def publish_upload(
     except Exception as exc:
         raise InvalidParamsError(f"The weights do not load into model '{model}': {exc}") from exc
 
-    def rescore(conn: Connection, _: ModelVersion) -> None:
-        jobs.rescore_in(conn, model, user, cause="upload")
+    def rescore(conn: Connection, active: ModelVersion) -> None:
+        jobs.version_changed_in(conn, model, active.version, user, cause="upload")
 
     return registry.publish(model, weights, source="upload", user=user, activate=True, in_transaction=rescore)

@@ -41,7 +41,7 @@ def test_a_submitted_task_view_has_no_details_yet(queue: JobQueue) -> None:
     view = schemas.task_json(queue.get(_submit(queue)))
     assert view["status"] == "SUBMITTED" and "details" not in view and "end_ts" not in view
     assert len(view["start_ts"]) == 19  # YYYY-mm-dd HH:MM:SS
-    assert set(view) == {"id", "status", "request", "start_ts", "kind", "name"}
+    assert set(view) == {"id", "status", "request", "start_ts", "kind", "name", "created_by"}
 
 
 def test_a_stopped_task_without_log_lines_still_has_details(queue: JobQueue) -> None:

@@ -15,6 +15,7 @@ from labelloop.db import Database
 from labelloop.errors import AlreadyRunningError
 from labelloop.jobs import Job, JobKind, JobQueue, JobStatus
 from labelloop.jobs.models import workers
+from labelloop.jobs.records import ClaimState
 
 
 @pytest.fixture
@@ -99,7 +100,9 @@ def test_cancel_stops_queued_jobs_at_once_and_flags_running_ones(queue: JobQueue
     stopped = queue.get(queued.id)
     assert stopped.status == JobStatus.STOPPED and stopped.finished_at is not None
     assert "curator" in stopped.log_tail[-1]
-    assert queue.heartbeat(running.id) is True, "the running job learns it must stop from its heartbeat"
+    assert queue.heartbeat(running.id) == ClaimState.STOP, (
+        "the running job learns it must stop from its heartbeat"
+    )
 
 
 def test_log_tail_keeps_the_last_twenty_lines(queue: JobQueue) -> None:
