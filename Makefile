@@ -12,7 +12,7 @@ SYNTHETIC ?= 20
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 APT_TEST_PACKAGES := postgresql orthanc orthanc-dicomweb chromium
 
-.PHONY: serve test venv sample-data test-deps lint typecheck imports pytest bench clean
+.PHONY: serve test venv sample-data test-deps lint typecheck imports pytest bench clean web
 
 $(BIN)/.installed: pyproject.toml requirements/constraints.txt
 	@echo "==> [1/4] creating $(VENV) with $(PYTHON)"
@@ -36,8 +36,20 @@ $(SAMPLE)/README.txt: | $(BIN)/.installed
 
 sample-data: $(SAMPLE)/README.txt
 
+## The dashboard: web/ built by npm (npm ci, type check, esbuild) into the package; the server needs no npm.
+WEB_BUILT := server/labelloop/web/static/index.html
+WEB_SOURCES := $(wildcard web/src/*.* web/src/*/*.*) web/build.mjs web/tsconfig.json web/package.json web/package-lock.json
+
+web: $(WEB_BUILT)
+
+$(WEB_BUILT): $(WEB_SOURCES)
+	@command -v npm >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q nodejs npm; }
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	cd web && npm run --silent build
+
 ## Serve the sample data on http://$(HOST):$(PORT)
-serve: venv sample-data
+serve: venv sample-data web
 	@echo "==> serving $(SAMPLE) on http://$(HOST):$(PORT)/ (the API explorer: http://$(HOST):$(PORT)/docs)"
 	$(BIN)/labelloop serve --app apps/radiology --studies $(SAMPLE) --data-dir $(SERVER_DATA) \
 	  --host $(HOST) --port $(PORT)
@@ -62,7 +74,7 @@ typecheck: venv
 imports: venv
 	$(BIN)/lint-imports
 
-pytest: venv test-deps
+pytest: venv test-deps web
 	$(BIN)/python -m pytest
 
 ## Everything CI runs: lint, types, layer contracts, the whole test suite.

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser
 
+from labelloop.auth import UserStore
+from labelloop.db import Database
 from labelloop.settings import JobSettings, Settings
 from tests.support.browser import chromium
 from tests.support.postgres import PostgresServer, start_postgres
@@ -99,6 +101,21 @@ def server(make_server: ServerFactory, database_url: str | None) -> LiveServer:
 def sqlite_server(make_server: ServerFactory) -> LiveServer:
     """A server on the embedded SQLite default only."""
     return make_server()
+
+
+@pytest.fixture
+def users_of() -> Iterator[Callable[[LiveServer], UserStore]]:
+    """``users_of(server)``: the users of a running server's database (closed after the test)."""
+    opened: list[Database] = []
+
+    def open_store(server: LiveServer) -> UserStore:
+        db = Database(server.settings.resolved_database_url)
+        opened.append(db)
+        return UserStore(db)
+
+    yield open_store
+    for db in opened:
+        db.dispose()
 
 
 @pytest.fixture

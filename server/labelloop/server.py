@@ -34,6 +34,7 @@ from labelloop.api import (
     health_router,
     install_error_handlers,
     mount_docs,
+    mount_web,
 )
 from labelloop.auth import AuditTrail, Auth, OidcVerifier
 from labelloop.datastore import Datastore, DicomWebSource, ImportReport, PacsLink, validate_id
@@ -329,6 +330,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     mount_docs(app)
+    mount_web(app, auth_enabled=settings.auth.enabled)  # the dashboard, at /
     for router in ROUTERS:
         app.include_router(router)
     if settings.auth.enabled:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import jwt
@@ -18,7 +18,6 @@ import requests
 
 from labelloop.api import PUBLIC, ROUTE_ROLES
 from labelloop.auth import ROLES, UserStore, includes
-from labelloop.db import Database
 from labelloop.settings import AuthSettings
 from tests.support.servers import LiveServer
 
@@ -36,20 +35,6 @@ PATH_VALUES = {
     "method": "nosuchmethod",
     "path": "studies",
 }
-
-
-@pytest.fixture
-def users_of() -> Iterator[Callable[[LiveServer], UserStore]]:
-    opened: list[Database] = []
-
-    def open_store(server: LiveServer) -> UserStore:
-        db = Database(server.settings.resolved_database_url)
-        opened.append(db)
-        return UserStore(db)
-
-    yield open_store
-    for db in opened:
-        db.dispose()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from labelloop.activelearning.builtin import BUILTIN_STRATEGIES, FirstStrategy, LastStrategy, RandomStrategy
 from labelloop.activelearning.leases import Lease, LeaseBook, Skip
+from labelloop.activelearning.progress import HolderWork, lease_progress
 from labelloop.activelearning.reading import READ_PREFIX, ReadsOutcome, agreement, complete_reads, reader_tag
 from labelloop.activelearning.scores import ScoreStore
 from labelloop.activelearning.service import ActiveLearning, Handout, RankEntry
@@ -11,6 +12,7 @@ __all__ = [
     "ActiveLearning",
     "FirstStrategy",
     "Handout",
+    "HolderWork",
     "LastStrategy",
     "Lease",
     "LeaseBook",
@@ -22,5 +24,6 @@ __all__ = [
     "ScoreStore",
     "agreement",
     "complete_reads",
+    "lease_progress",
     "reader_tag",
 ]

@@ -10,6 +10,7 @@ from labelloop.api.health import router as health_router
 from labelloop.api.limits import BodySizeLimitMiddleware
 from labelloop.api.permissions import PUBLIC, ROUTE_ROLES, AuthenticationMiddleware, authorize, check_routes
 from labelloop.api.routers import ROUTERS
+from labelloop.api.web import mount_web
 
 __all__ = [
     "AUDITED",
@@ -28,4 +29,5 @@ __all__ = [
     "health_router",
     "install_error_handlers",
     "mount_docs",
+    "mount_web",
 ]

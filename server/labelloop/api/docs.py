@@ -1,6 +1,6 @@
 """The API explorer (Swagger UI at ``/docs``, ReDoc at ``/redoc``) served with no CDN.
 
-``/`` shows Swagger UI too until the dashboard takes it (MONAI Label's clients only need a 200 there).
+``/`` is the dashboard's (``api/web.py``).
 
 FastAPI's own pages load their JavaScript from jsDelivr, so on a hospital network without
 internet they stay blank. The same pages here load Swagger UI and ReDoc from the files that the
@@ -20,7 +20,6 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 
 __all__ = ["ASSETS", "DOCS_PATHS", "mount_docs"]
 
-ROOT_PATH = "/"
 SWAGGER_PATH = "/docs"
 REDOC_PATH = "/redoc"
 OAUTH2_REDIRECT_PATH = "/docs/oauth2-redirect"
@@ -37,7 +36,7 @@ ASSETS: dict[str, tuple[str, str]] = {
 #: Every path this module answers: open without a log-in (they hold no data; the schema they
 #: show is ``/openapi.json``, open too).
 DOCS_PATHS: frozenset[str] = frozenset(
-    {ROOT_PATH, SWAGGER_PATH, REDOC_PATH, OAUTH2_REDIRECT_PATH} | {ASSET_PREFIX + name for name in ASSETS}
+    {SWAGGER_PATH, REDOC_PATH, OAUTH2_REDIRECT_PATH} | {ASSET_PREFIX + name for name in ASSETS}
 )
 
 #: A day: the files change only with the package, and the version is in the page's URL.
@@ -107,7 +106,6 @@ def mount_docs(app: FastAPI) -> None:
         file, media_type = ASSETS[name]
         return FileResponse(static / file, media_type=media_type, headers={"Cache-Control": _CACHE})
 
-    app.add_route(ROOT_PATH, swagger, include_in_schema=False)
     app.add_route(SWAGGER_PATH, swagger, include_in_schema=False)
     app.add_route(REDOC_PATH, redoc, include_in_schema=False)
     app.add_route(OAUTH2_REDIRECT_PATH, oauth2_redirect, include_in_schema=False)

@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from labelloop.api.docs import DOCS_PATHS
+from labelloop.api.web import WEB_PATHS
 from labelloop.auth import ADMIN, ANNOTATOR, REVIEWER, USER, Auth, Principal, Role
 from labelloop.errors import AuthenticationError, PermissionDeniedError
 
@@ -36,9 +37,11 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
     {("GET", "/auth/"), ("POST", "/auth/token"), ("GET", "/health")}
 )
 
-#: Paths open without a log-in: the log-in routes, and the API's own description and explorer
-#: (no data in them).
-OPEN_PATHS: frozenset[str] = frozenset({path for _, path in PUBLIC} | {"/openapi.json"} | DOCS_PATHS)
+#: Paths open without a log-in: the log-in routes, the API's own description and explorer, and the
+#: dashboard's page and files (no data in them: the page reads the API with the user's token).
+OPEN_PATHS: frozenset[str] = frozenset(
+    {path for _, path in PUBLIC} | {"/openapi.json"} | DOCS_PATHS | WEB_PATHS
+)
 
 #: (method, route path) -> the lowest role that may call it.
 ROUTE_ROLES: dict[tuple[str, str], Role] = {
@@ -80,6 +83,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/proxy/dicom/{path:path}"): ANNOTATOR,
     # reviewing: everyone's work, dataset export
     ("GET", "/activelearning/leases"): REVIEWER,
+    ("GET", "/datastore/progress"): REVIEWER,
     ("GET", "/activelearning/skips"): REVIEWER,
     ("GET", "/activelearning/agreement"): REVIEWER,
     ("GET", "/datastore/dataset"): REVIEWER,

@@ -2,13 +2,14 @@
 
 from fastapi import APIRouter
 
-from labelloop.api import activelearning, datastore, infer, info, logs, model, proxy, session, tasks
+from labelloop.api import activelearning, datastore, infer, info, logs, model, progress, proxy, session, tasks
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: tuple[APIRouter, ...] = (
     info.router,
     datastore.router,
+    progress.router,
     infer.router,
     activelearning.router,
     model.router,

@@ -4,6 +4,7 @@ from labelloop.datastore.blobs import BlobStore, pid_alive, sha256_file
 from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, validate_tag
 from labelloop.datastore.intake import read_image, read_label
 from labelloop.datastore.labels import parse_if_match
+from labelloop.datastore.progress import AuthorWork, DayCount, LabelProgress, label_progress
 from labelloop.datastore.records import (
     ImageRecord,
     LabelFile,
@@ -21,12 +22,15 @@ __all__ = [
     "pid_alive",
     "DEFAULT_TAG",
     "ORIGINAL_TAG",
+    "AuthorWork",
     "BlobStore",
     "Datastore",
+    "DayCount",
     "DicomWebSource",
     "ImageRecord",
     "ImportReport",
     "LabelFile",
+    "LabelProgress",
     "LabelSource",
     "LabelVersion",
     "PacsError",
@@ -35,6 +39,7 @@ __all__ = [
     "RefreshReport",
     "SeriesRef",
     "SessionRecord",
+    "label_progress",
     "parse_if_match",
     "read_image",
     "read_label",

@@ -1,0 +1,152 @@
+// The dashboard's shell: log-in when auth is on, the header, and a hash router over the pages.
+import "./style.css";
+import { Api, ApiError, has, type Role } from "./api";
+import { h } from "./dom";
+import { imagePage } from "./pages/image";
+import { jobsPage } from "./pages/jobs";
+import { loginPage } from "./pages/login";
+import { modelsPage } from "./pages/models";
+import { overviewPage } from "./pages/overview";
+
+/** What a page gets: the API, who is logged in, its element, and where to stop its timers. */
+export interface Context {
+  api: Api;
+  user: string;
+  can(role: Role): boolean;
+  page: HTMLElement;
+  /** Runs ``fn`` when the user leaves the page (stop polling). */
+  onLeave(fn: () => void): void;
+  /** The page's data is on screen (tests wait for this; it also marks the time in the performance API). */
+  ready(): void;
+}
+
+type Page = (ctx: Context) => Promise<void>;
+
+const ROUTES: [RegExp, string, (m: RegExpExecArray) => Page][] = [
+  [/^#?\/?$/, "overview", () => overviewPage],
+  [/^#\/jobs$/, "jobs", () => jobsPage],
+  [/^#\/models$/, "models", () => modelsPage],
+  [/^#\/image\/(.+)$/, "image", (m) => (ctx) => imagePage(ctx, decodeURIComponent(m[1]))],
+];
+
+const api = new Api();
+const top = document.getElementById("top") as HTMLElement;
+const main = document.getElementById("page") as HTMLElement;
+let leaving: (() => void)[] = [];
+let who: { user: string; roles: string[] } | null = null;
+
+function leave(): void {
+  for (const fn of leaving) fn();
+  leaving = [];
+  delete main.dataset.ready;
+}
+
+function header(): void {
+  if (!who) {
+    top.replaceChildren(h("span", { class: "brand" }, "labelloop"));
+    return;
+  }
+  const open = h("input", { name: "image", placeholder: "image id", "aria-label": "Open an image", size: 14 });
+  const form = h(
+    "form",
+    {
+      class: "open-image",
+      onsubmit: (event: Event) => {
+        event.preventDefault();
+        if (open.value.trim()) location.hash = `#/image/${encodeURIComponent(open.value.trim())}`;
+      },
+    },
+    open,
+    h("button", { type: "submit" }, "Open"),
+  );
+  const link = (hash: string, text: string, id: string) => h("a", { href: hash, "data-nav": id }, text);
+  top.replaceChildren(
+    h("span", { class: "brand" }, "labelloop"),
+    h("nav", {}, link("#/", "Progress", "overview"), link("#/jobs", "Jobs", "jobs"), link("#/models", "Models", "models")),
+    form,
+    h(
+      "span",
+      { class: "who" },
+      h("span", { "data-testid": "user" }, who.user),
+      h("span", { class: "muted" }, ` (${who.roles.map((r) => r.replace("monailabel-", "")).join(", ")})`),
+      api.authEnabled
+        ? h(
+            "button",
+            {
+              type: "button",
+              "data-testid": "logout",
+              onclick: () => {
+                api.logout();
+                void start();
+              },
+            },
+            "Log out",
+          )
+        : null,
+    ),
+  );
+}
+
+async function route(): Promise<void> {
+  leave();
+  if (!who) return;
+  const hash = location.hash || "#/";
+  const found = ROUTES.map(([re, name, page]) => [re.exec(hash), name, page] as const).find(([m]) => m);
+  for (const a of top.querySelectorAll<HTMLAnchorElement>("nav a")) {
+    a.classList.toggle("current", found !== undefined && a.dataset.nav === found[1]);
+  }
+  // Each visit renders into an element of its own: a page still loading when the user moves on
+  // writes into a detached element, never over the next page.
+  const el = h("div", { class: "page" });
+  main.replaceChildren(el);
+  if (!found) {
+    el.append(h("p", { class: "error" }, `No page ${hash}`));
+    return;
+  }
+  const [match, name, page] = found;
+  document.body.dataset.page = name;
+  const roles = who.roles;
+  const ctx: Context = {
+    api,
+    user: who.user,
+    can: (role) => has(roles, role),
+    page: el,
+    onLeave: (fn) => leaving.push(fn),
+    ready: () => {
+      if (!el.isConnected) return;
+      if (main.dataset.ready === undefined) performance.mark(`labelloop:${name}:ready`);
+      main.dataset.ready = "";
+    },
+  };
+  try {
+    await page(match as RegExpExecArray)(ctx);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return; // back at the log-in form
+    el.append(h("p", { class: "error", role: "alert" }, `Could not load this page: ${String(error)}`));
+  }
+}
+
+async function start(): Promise<void> {
+  leave();
+  who = null;
+  header();
+  if (api.authEnabled && !api.loggedIn) {
+    document.body.dataset.page = "login";
+    await loginPage(main, api, () => void start());
+    return;
+  }
+  try {
+    const me = await api.who();
+    who = { user: me.username, roles: me.roles };
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return;
+    throw error;
+  }
+  header();
+  await route();
+}
+
+api.onUnauthorized = () => void start();
+window.addEventListener("hashchange", () => void route());
+await api.detectAuth();
+await start();
