@@ -107,6 +107,7 @@ class _Run:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.cfg.learning_rate  # this run's choice, not the earlier run's
             self.progress = Progress(**checkpoint["progress"])
+            self.progress.run_start_iteration = self.progress.iteration
             self.best = checkpoint["best_network"]
             self._log(f"resuming after epoch {self.progress.epoch} from {resume}")
         self.model: Any = self.network
@@ -129,6 +130,7 @@ class _Run:
         import torch
 
         sums = torch.zeros(4, dtype=torch.float64)  # loss sum, steps, patch Dice sum, patches scored
+        self.progress.epoch_iteration = 0
         for batch in self.loader:
             if self._all_sum(torch.tensor([float(self.rank == 0 and self.ctx.should_stop())]))[0] > 0:
                 raise _Stopped
@@ -149,6 +151,7 @@ class _Run:
             ]
             sums += torch.tensor([float(loss.detach()), 1.0, sum(scores), len(scores)], dtype=torch.float64)
             self.progress.iteration += 1
+            self.progress.epoch_iteration += 1
             self.progress.train_loss = float(sums[0] / sums[1])
             self._report()
         sums = self._all_sum(sums)

@@ -35,7 +35,9 @@ def test_stats_have_the_train_stats_shape(trained: tuple[LocalTrainContext, Trai
     assert SECTION_7_KEYS <= set(final) and re.fullmatch(r"\d+:\d\d:\d\d", final["total_time"])
     assert "current_time" not in final and result.stats == final
     counts = [final[k] for k in ("epoch", "total_epochs", "total_iterations", "current_iteration")]
-    assert counts == [2, 2, 3, 6]
+    assert counts == [2, 2, 3, 3], "current_iteration counts within the epoch: never past total_iterations"
+    assert (final["iteration"], final["iterations_total"], final["percent"]) == (6, 6, 100.0)
+    assert final["time_left_s"] == 0.0
     assert set(final["train"]["metrics"]) == {"train_loss", "train_mean_dice"}
     evaluation = final["eval"]
     assert evaluation["metrics"]["val_mean_dice"] == ctx.reports[-2]["eval"]["metrics"]["val_mean_dice"]
@@ -43,6 +45,11 @@ def test_stats_have_the_train_stats_shape(trained: tuple[LocalTrainContext, Trai
     assert evaluation["best_metric_epoch"] in (1, 2) and evaluation["key_metric_name"] == "val_mean_dice"
     running = [r for r in ctx.reports if "current_time" in r]
     assert [r["current_iteration"] for r in running[:3]] == [1, 2, 3] and running[0]["epoch"] == 1
+    # running[3] is the end of epoch 1 (after validation); then the second epoch counts from 1 again
+    assert [r["current_iteration"] for r in running[3:7]] == [3, 1, 2, 3]
+    assert all(r["current_iteration"] <= r["total_iterations"] for r in ctx.reports)
+    assert [r["percent"] for r in running[:3]] == [16.7, 33.3, 50.0]
+    assert running[0]["time_left_s"] > 0
     assert ctx.lines[0].startswith("epoch 1/2 loss ") and " val dice " in ctx.lines[0]
     assert (ctx.workdir / CHECKPOINT).is_file()
 
@@ -68,10 +75,10 @@ def test_fine_tuning_starts_from_the_given_weights(
 @pytest.mark.parametrize("after", [1, 3], ids=["mid-epoch", "before-validation"])
 def test_stop_request_ends_the_run_within_one_iteration(data: TrainData, tmp_path: Path, after: int) -> None:
     """Asked to stop after ``after`` steps (3 is the whole first epoch: the stop lands in validation)."""
-    ctx = StopAfter(tmp_path, lambda stats: stats["current_iteration"] >= after)
+    ctx = StopAfter(tmp_path, lambda stats: stats["iteration"] >= after)
     config = options(SegmentationTrainer, {**FAST, "max_epochs": 3})
     result = SegmentationTrainer(LABELS, SMALL).train(ctx, data, config, None)
-    assert max(r["current_iteration"] for r in ctx.reports) == after
+    assert max(r["iteration"] for r in ctx.reports) == after
     assert ctx.lines == [f"stopped at iteration {after}; checkpoint saved"]
     assert result.weights is not None and "current_time" in result.stats
     SegmentationTask(LABELS, SMALL).load(result.weights, CPU)
@@ -86,7 +93,9 @@ def test_resumed_run_continues_at_the_next_epoch(
     config = options(SegmentationTrainer, {**FAST, "max_epochs": 3})
     result = SegmentationTrainer(LABELS, SMALL).train(ctx, data, config, None)
     assert ctx.lines[0].startswith("resuming after epoch 2")
-    assert (ctx.reports[0]["epoch"], ctx.reports[0]["current_iteration"]) == (3, 7)
+    first = ctx.reports[0]
+    assert (first["epoch"], first["current_iteration"], first["iteration"]) == (3, 1, 7)
+    assert first["iterations_total"] == 9 and first["percent"] == 77.8
     assert [line.split(" loss")[0] for line in ctx.lines[1:]] == ["epoch 3/3"]
     assert result.stats["epoch"] == 3 and result.weights is not None and result.weights.is_file()
     best = torch.load(str(tmp_path / CHECKPOINT), map_location="cpu", weights_only=True)["best_network"]
