@@ -18,7 +18,16 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
 from labelloop.api import schemas
-from labelloop.api.deps import Services, ServicesDep, UserDep, octet_stream, parse_json_object, spooled_upload
+from labelloop.api.deps import (
+    PrincipalDep,
+    Services,
+    ServicesDep,
+    UserDep,
+    lease_holder,
+    octet_stream,
+    parse_json_object,
+    spooled_upload,
+)
 from labelloop.api.files import download
 from labelloop.datastore import (
     ORIGINAL_TAG,
@@ -206,6 +215,7 @@ _INFER_200: dict[int | str, dict[str, Any]] = {
 async def infer(
     services: ServicesDep,
     user: UserDep,
+    principal: PrincipalDep,
     model: Annotated[str, PathParam(json_schema_extra=schemas.ID_SCHEMA)],
     image: Annotated[str, Query(max_length=256)] = "",
     session_id: Annotated[str, Query(json_schema_extra={"maxLength": 64})] = "",
@@ -234,6 +244,13 @@ async def infer(
                 "DICOM SEG output is for images from the PACS (a series id as 'image')"
             )
         result = await inference.infer(model, inputs.source, parsed, inputs.label)
+        if inputs.image_id is not None:
+            # What this annotator's next save of the image started from (workflows.label_save).
+            client_id = parsed.get("client_id")
+            holder = lease_holder(principal, client_id if isinstance(client_id, str) else None)
+            await anyio.to_thread.run_sync(
+                services.datastore.runs.record, inputs.image_id, holder, model, result.model_version
+            )
         if output == "dicom_seg" and services.pacs is not None and inputs.image_id is not None:
             return await anyio.to_thread.run_sync(_dicom_seg, services, inputs.image_id, model, result, user)
         out_path = services.datastore.blobs.new_scratch(ext)

@@ -13,6 +13,7 @@ from labelloop.datastore.records import (
     Provenance,
     SessionRecord,
 )
+from labelloop.datastore.runs import InferenceRun, InferenceRuns
 from labelloop.datastore.service import Datastore
 from labelloop.datastore.sources.dicomweb import DicomWebSource, PacsError, SeriesRef
 from labelloop.datastore.sources.folder import ImportReport, studies_id
@@ -29,6 +30,8 @@ __all__ = [
     "DicomWebSource",
     "ImageRecord",
     "ImportReport",
+    "InferenceRun",
+    "InferenceRuns",
     "LabelFile",
     "LabelProgress",
     "LabelSource",

@@ -236,7 +236,7 @@ class LabelStore:
                 size_bytes=staged.size,
                 image_sha256=image.sha256,
                 params=staged.params,
-                info={},
+                info={"model_link": dict(provenance.model_link)} if provenance.model_link else {},
                 author=provenance.author,
                 client_id=provenance.client_id,
                 created_at=now,

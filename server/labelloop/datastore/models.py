@@ -25,7 +25,7 @@ from sqlalchemy import (
 
 from labelloop.db import ID, metadata
 
-__all__ = ["images", "labels", "label_versions", "sessions", "counters"]
+__all__ = ["counters", "images", "inference_runs", "label_versions", "labels", "sessions"]
 
 images = Table(
     "images",
@@ -130,4 +130,16 @@ counters = Table(
     metadata,
     Column("name", String(160), primary_key=True),
     Column("value", BigInteger, nullable=False),
+)
+
+# The last inference each holder (annotator) ran on an image, per model: what a label they save
+# next started from, when their client does not say (the MONAI Label client never does).
+inference_runs = Table(
+    "inference_runs",
+    metadata,
+    Column("image_id", ID, ForeignKey("images.id"), primary_key=True),
+    Column("holder", String(256), primary_key=True),
+    Column("model", String(128), primary_key=True),
+    Column("model_version", Integer, nullable=True),
+    Column("created_at", Float, nullable=False),
 )

@@ -122,6 +122,9 @@ class Provenance:
             version of the newest output of ``model`` for the image.
         params: the client's params as sent, stored verbatim with the version (label info).
         signed_in: the author logged in, so their name (not the client's) holds leases.
+        model_link: how ``model`` was found when the client did not send it (the holder's last
+            inference on the image: ``{"source": "last_inference", "holder", "ts"}``); stored in
+            the version's info as ``model_link``.
     """
 
     author: str
@@ -131,6 +134,7 @@ class Provenance:
     model_version: int | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     signed_in: bool = False
+    model_link: Mapping[str, Any] | None = None
 
     @property
     def holder(self) -> str:

@@ -15,6 +15,7 @@ from labelloop.datastore.intake import Decoder
 from labelloop.datastore.labels import LabelStore
 from labelloop.datastore.models import images, label_versions
 from labelloop.datastore.records import Context, RemoteImages
+from labelloop.datastore.runs import InferenceRuns
 from labelloop.datastore.sessions import SessionStore
 from labelloop.datastore.sources.folder import ImportReport, Progress, import_folder
 from labelloop.datastore.sources.pacs import PacsLink, RefreshReport
@@ -26,7 +27,8 @@ __all__ = ["Datastore"]
 
 
 class Datastore:
-    """Images (``.images``), label versions (``.labels``), sessions (``.sessions``) and views.
+    """Images (``.images``), label versions (``.labels``), sessions (``.sessions``), annotators' last
+    inference runs (``.runs``) and views.
 
     Files live under ``data_dir``; rows in ``db``. Every method is synchronous and safe to
     call from many threads and processes at once.
@@ -58,6 +60,7 @@ class Datastore:
         self.images = ImageStore(self.ctx)
         self.labels = LabelStore(self.ctx, self.images)
         self.sessions = SessionStore(self.ctx, session_settings or SessionSettings())
+        self.runs = InferenceRuns(self.ctx)
         self.views = Views(self.ctx, name, description)
         self._name = name
         self._description = description

@@ -7,19 +7,31 @@ lease without its label. Double reading's consensus is derived from the reads an
 second transaction of its own (reading every reader's file under the write lock would stall
 every other writer); it is idempotent, and housekeeping completes any image whose consensus a
 crash left missing (``ActiveLearning.complete_pending_reads``).
+
+A save that does not say which model's output it corrected (the MONAI Label client never does)
+is linked to the same annotator's last inference on that image since the label was last saved,
+and the version records that link (``model_link``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection
 
 from labelloop.activelearning import ActiveLearning, ReadsOutcome
-from labelloop.datastore import Datastore, LabelFile, LabelVersion, Provenance, validate_id, validate_tag
-from labelloop.errors import ConflictError
+from labelloop.datastore import (
+    ORIGINAL_TAG,
+    Datastore,
+    LabelFile,
+    LabelVersion,
+    Provenance,
+    validate_id,
+    validate_tag,
+)
+from labelloop.errors import ConflictError, LabelNotFoundError
 
-__all__ = ["LabelSave", "LabelSaved", "save_label"]
+__all__ = ["LabelSave", "LabelSaved", "linked_to_last_inference", "save_label"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ def save_label(datastore: Datastore, activelearning: ActiveLearning, request: La
     image_id = validate_id(request.image_id)
     holder = request.provenance.holder
     tag = activelearning.save_tag(image_id, validate_tag(request.tag), holder)
+    provenance = linked_to_last_inference(datastore, image_id, tag, request.provenance)
     ended: list[bool] = []
 
     def in_transaction(conn: Connection, version: LabelVersion) -> None:
@@ -80,9 +93,34 @@ def save_label(datastore: Datastore, activelearning: ActiveLearning, request: La
         image_id,
         tag,
         request.file,
-        request.provenance,
+        provenance,
         if_match=request.if_match,
         in_transaction=in_transaction,
     )
     reads = activelearning.complete_reads(image_id) if activelearning.is_read(tag) else None
     return LabelSaved(version, ended[0] if ended else None, reads)
+
+
+def linked_to_last_inference(
+    datastore: Datastore, image_id: str, tag: str, provenance: Provenance
+) -> Provenance:
+    """``provenance`` with the model of the holder's last inference on the image, if it names none.
+
+    Only a person's upload is linked, to a run later than the label's current version (an older
+    run was the starting point of an earlier save, not of this one).
+    """
+    if provenance.model is not None or provenance.source != "upload" or tag == ORIGINAL_TAG:
+        return provenance
+    try:
+        after: float | None = datastore.labels.get(image_id, tag).created_at
+    except LabelNotFoundError:
+        after = None
+    run = datastore.runs.last(image_id, provenance.holder, after=after)
+    if run is None:
+        return provenance
+    return replace(
+        provenance,
+        model=run.model,
+        model_version=run.model_version,
+        model_link={"source": "last_inference", "holder": run.holder, "ts": run.created_at},
+    )
