@@ -30,11 +30,13 @@ $(BIN)/.installed: pyproject.toml requirements/constraints.txt
 
 venv: $(BIN)/.installed
 
-$(SAMPLE)/README.txt: | $(BIN)/.installed
+# .layout-2: the real cases live in $(SAMPLE)/other/ (sample-data moves them out of an older folder).
+$(SAMPLE)/.layout-2: | $(BIN)/.installed
 	$(BIN)/labelloop sample-data --out $(SAMPLE) --real --synthetic $(SYNTHETIC) \
 	  || $(BIN)/labelloop sample-data --out $(SAMPLE) --synthetic $(SYNTHETIC)
+	touch $@
 
-sample-data: $(SAMPLE)/README.txt
+sample-data: $(SAMPLE)/.layout-2
 
 ## The dashboard: web/ built by npm (npm ci, type check, esbuild) into the package; the server needs no npm.
 WEB_BUILT := server/labelloop/web/static/index.html

@@ -2,6 +2,9 @@
 
 Both write a MONAI Label studies folder: images at the top (``<id>.nii.gz``), labels under
 ``labels/<tag>/<id>.nii.gz``. Label values follow ``SYNTHETIC_LABELS`` (the radiology app's).
+The real cases (chest CT, brain and breast MR) show no organ the radiology app labels, so they get
+a studies folder of their own, ``other/`` (``OTHER``): serving the top folder with that app never
+puts them in its annotators' work queue.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from labelloop.sampledata.pyradiomics import REAL_CASES, SDIST_NAME, SDIST_SHA25
 from labelloop.sampledata.synthetic import DEFAULT_SPACING, SYNTHETIC_LABELS, generate_synthetic
 
 __all__ = [
+    "OTHER",
     "SYNTHETIC_LABELS",
     "SampleDataError",
     "build_sample_data",
@@ -25,6 +29,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
+
+#: The sub-folder of the sample data with the real cases: a studies folder of its own.
+OTHER = "other"
 
 _README = """\
 labelloop sample data
@@ -41,12 +48,14 @@ Layout: a MONAI Label studies folder (images at the top, labels/<tag>/<id>.nii.g
 """
 
 _README_REAL = """
-REAL cases ({cases}; <id>.nii.gz): chest CT, brain MR and a breast MR crop from
-the data/ folder of the PyPI source distribution {sdist}
+REAL cases, in {other}/ ({cases}; {other}/<id>.nii.gz): chest CT, brain MR and a breast MR crop
+from the data/ folder of the PyPI source distribution {sdist}
 (sha256 {sha256}), converted from NRRD to NIfTI with the same voxels and geometry.
 pyradiomics code is BSD-3-Clause; the package does not state where these images come from.
-  labels/reference/<id>.nii.gz   their lesion/nodule label, every nonzero voxel set to 5, uint8
-                                 (tag "reference", so it is not a training label)
+They show no liver, spleen or kidney, so they are a studies folder of their own: serving this
+folder with the radiology app leaves them out of its work queue (serve {other}/ to see them).
+  {other}/labels/reference/<id>.nii.gz   their lesion/nodule label, every nonzero voxel set to 5,
+                                 uint8 (tag "reference", so it is not a training label)
 """
 
 
@@ -61,7 +70,7 @@ def _offset(progress: Progress | None, start: int, total: int) -> Progress | Non
 def _write_readme(out: Path, *, real: bool, synthetic: int, seed: int, labelled: int) -> None:
     labels = ", ".join(f"{value} {name}" for name, value in SYNTHETIC_LABELS.items())
     real_text = (
-        _README_REAL.format(cases=", ".join(REAL_CASES), sdist=SDIST_NAME, sha256=SDIST_SHA256)
+        _README_REAL.format(cases=", ".join(REAL_CASES), sdist=SDIST_NAME, sha256=SDIST_SHA256, other=OTHER)
         if real
         else ""
     )
@@ -76,6 +85,15 @@ def _write_readme(out: Path, *, real: bool, synthetic: int, seed: int, labelled:
     (out / "README.txt").write_text(text, encoding="utf-8")
 
 
+def _remove_old_layout(out: Path) -> None:
+    """Remove the real cases an earlier version wrote next to the synthetic ones (only those files)."""
+    for case in REAL_CASES:
+        for stale in (out / f"{case}.nii.gz", out / "labels" / "reference" / f"{case}.nii.gz"):
+            if stale.is_file():
+                stale.unlink()
+                logger.info("removed %s: the real cases now live in %s/", stale, OTHER)
+
+
 def build_sample_data(
     out: Path,
     *,
@@ -86,7 +104,8 @@ def build_sample_data(
     cache_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> dict[str, list[str]]:
-    """Write the sample studies folder ``out`` and return the ids written, per kind.
+    """Write the sample studies folder ``out`` (the real cases in ``out/other``) and return the ids
+    written, per kind.
 
     The real cases (``real=True``) are fetched first, so that a missing network fails before any
     synthetic case is written. Returns ``{"synthetic": [...], "real": [...], "labelled": [...]}``,
@@ -97,10 +116,11 @@ def build_sample_data(
     """
     total = synthetic + (len(REAL_CASES) if real else 0)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_old_layout(out)
     real_ids: list[str] = []
     if real:
         try:
-            real_ids = fetch_real(out, cache_dir=cache_dir, progress=_offset(progress, 0, total))
+            real_ids = fetch_real(out / OTHER, cache_dir=cache_dir, progress=_offset(progress, 0, total))
         except SampleDataError as exc:
             raise SampleDataError(
                 f"The real sample cases could not be fetched ({exc.message}). "
