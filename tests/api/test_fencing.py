@@ -9,11 +9,7 @@ the version it replaced: the ranking then follows the active version's scores on
 
 from __future__ import annotations
 
-import os
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +25,7 @@ from labelloop.sampledata.synthetic import generate_case
 from labelloop.settings import JobSettings
 from tests.conftest import ServerFactory
 from tests.support.http import upload
+from tests.support.processes import ended, frozen, job_pid, proc_stat, until
 from tests.support.servers import LiveServer
 from tests.support.uncertain import constructed_weights, write_known_images
 
@@ -45,71 +42,6 @@ JOBS = JobSettings(
 )
 QUICK = {"max_epochs": 1, "samples_per_image": 1, "train_batch_size": 1, "val_split": 0.5}
 LONG = {**QUICK, "max_epochs": 500, "early_stop_patience": -1}
-
-
-# ---------------------------------------------------------------- processes
-
-
-def _job_pid(data_dir: Path, job_id: str) -> int | None:
-    """The process running job ``job_id`` of this data dir's server (``labelloop run-job ID``)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if f"run-job {job_id}" in cmdline and str(data_dir) in cmdline:
-            return int(entry.name)
-    return None
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """``(state, parent pid)`` of a process, ``None`` once it is gone (reaped by its parent)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[1])
-
-
-def _ended(pid: int) -> bool:
-    """Gone, or a zombie its stopped parent has not reaped yet."""
-    stat = _stat(pid)
-    return stat is None or stat[0] in ("Z", "X")
-
-
-@contextmanager
-def _frozen(*pids: int) -> Iterator[Callable[[int], None]]:
-    """SIGSTOP ``pids`` (in that order); ``thaw(pid)`` resumes one; all are resumed at the end."""
-    stopped: list[int] = []
-
-    def thaw(pid: int) -> None:
-        if pid in stopped:
-            stopped.remove(pid)
-            os.kill(pid, signal.SIGCONT)
-
-    try:
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-            stopped.append(pid)
-        yield thaw
-    finally:
-        for pid in list(stopped):
-            try:
-                thaw(pid)
-            except ProcessLookupError:
-                pass
-
-
-def _until(what: str, check: Callable[[], Any], timeout: float = 240.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- training
@@ -155,23 +87,25 @@ def training(make_server: ServerFactory, tmp_path: Path) -> tuple[LiveServer, st
     started = requests.post(f"{server.url}/train/segmentation", json=LONG, timeout=10)
     assert started.status_code == 200, started.text
     job_id: str = started.json()["id"]
-    _until(
+    until(
         "training progress",
         lambda: _task(server, job_id)["status"] == "RUNNING" and _task(server, job_id).get("progress"),
     )
-    pid = _until("the job's process", lambda: _job_pid(server.data_dir, job_id))
+    pid = until("the job's process", lambda: job_pid(server.data_dir, job_id))
     return server, job_id, pid
 
 
 def test_a_stalled_job_process_is_not_declared_lost(training: tuple[LiveServer, str, int]) -> None:
     """Its worker beats for it: a job process starved of CPU (or holding its GIL) stays a live job."""
     server, job_id, pid = training
-    with _frozen(pid):
+    with frozen(pid):
         time.sleep(2.5 * JOBS.stale_after_s)
         task = _task(server, job_id)
         assert task["status"] == "RUNNING", task
-    stopped = requests.delete(f"{server.url}/train/", timeout=60).json()
-    assert stopped["id"] == job_id and stopped["status"] == "STOPPED", stopped
+    answer = requests.delete(f"{server.url}/train/", timeout=60).json()
+    assert answer["id"] == job_id, answer
+    stopped = until("the stop", lambda: (t := _task(server, job_id))["status"] == "STOPPED" and t)
+    assert stopped["end_ts"], stopped
     assert _versions(server) == []
 
 
@@ -179,21 +113,21 @@ def test_a_job_declared_lost_while_alive_publishes_nothing_and_stops(
     training: tuple[LiveServer, str, int],
 ) -> None:
     server, job_id, pid = training
-    state = _stat(pid)
+    state = proc_stat(pid)
     assert state is not None
     worker = state[1]
-    with _frozen(worker, pid) as thaw:  # the worker first: it must not see anything happen
-        lost = _until("the reaper", lambda: (t := _task(server, job_id))["status"] != "RUNNING" and t)
+    with frozen(worker, pid) as thaw:  # the worker first: it must not see anything happen
+        lost = until("the reaper", lambda: (t := _task(server, job_id))["status"] != "RUNNING" and t)
         assert lost["status"] == "ERROR" and "no heartbeat" in lost["details"][-1], lost
         thaw(pid)  # the job is alive and goes on, its worker still frozen
-        _until("the lost job to stop by itself", lambda: _ended(pid))
+        until("the lost job to stop by itself", lambda: ended(pid))
         task = _task(server, job_id)
         assert task["status"] == "ERROR" and "refused" in task["details"][-1], task["details"]
         assert _versions(server) == []
     # The worker goes on with the next job as if nothing happened.
-    _until("the worker", lambda: _stat(pid) is None)
+    until("the worker", lambda: proc_stat(pid) is None)
     again = requests.post(f"{server.url}/train/segmentation", json=QUICK, timeout=10).json()
-    done = _until(
+    done = until(
         "the next run",
         lambda: (t := _task(server, again["id"]))["status"] not in ("SUBMITTED", "RUNNING") and t,
         timeout=240,
@@ -205,13 +139,13 @@ def test_a_job_declared_lost_while_alive_publishes_nothing_and_stops(
 
 def test_the_worker_kills_a_job_it_finds_declared_lost(training: tuple[LiveServer, str, int]) -> None:
     server, job_id, pid = training
-    state = _stat(pid)
+    state = proc_stat(pid)
     assert state is not None
     worker = state[1]
-    with _frozen(worker, pid) as thaw:
-        _until("the reaper", lambda: _task(server, job_id)["status"] == "ERROR")
+    with frozen(worker, pid) as thaw:
+        until("the reaper", lambda: _task(server, job_id)["status"] == "ERROR")
         thaw(worker)  # the job stays frozen: only its worker can end it
-        _until("the worker to kill the lost job", lambda: _stat(pid) is None, timeout=60)
+        until("the worker to kill the lost job", lambda: proc_stat(pid) is None, timeout=60)
     task = _task(server, job_id)
     assert task["status"] == "ERROR" and "killed" in task["details"][-1], task["details"]
     assert _versions(server) == []
@@ -239,7 +173,7 @@ def _scoring(server: LiveServer) -> list[dict[str, Any]]:
 
 
 def _settled(server: LiveServer) -> list[dict[str, Any]]:
-    settled: list[dict[str, Any]] = _until(
+    settled: list[dict[str, Any]] = until(
         "scoring to settle",
         lambda: (h := _scoring(server)) and all(t["status"] not in ("SUBMITTED", "RUNNING") for t in h) and h,
     )
@@ -277,13 +211,13 @@ def test_a_rollback_stops_scoring_with_the_replaced_version_and_ranking_follows_
             if t["name"] == "epistemic" and t["status"] in ("SUBMITTED", "RUNNING")
         ]
         # The job says which version it scores with when it starts: freeze it right then.
-        _until(
+        until(
             "v2 scoring to start",
             lambda: queue.get(scoring["id"]).metrics.get("model_version") == v2,
             timeout=120,
         )
-        pid = _until("its process", lambda: _job_pid(server.data_dir, scoring["id"]))
-        with _frozen(pid):
+        pid = until("its process", lambda: job_pid(server.data_dir, scoring["id"]))
+        with frozen(pid):
             assert (queue.get(scoring["id"]).progress.get("done") or 0) < len(names), "it had not finished"
             rolled = requests.post(f"{server.url}/model/segmentation/versions/{v1}/activate", timeout=30)
             assert rolled.status_code == 200, rolled.text
@@ -291,7 +225,7 @@ def test_a_rollback_stops_scoring_with_the_replaced_version_and_ranking_follows_
             ranking = _ranking(server)
             assert {row["model_version"] for row in ranking} <= {v1, None}, "no version-2 score is ranked"
         # Resumed, it must neither go on scoring with version 2 nor store what it scored.
-        stopped = _until(
+        stopped = until(
             "v2 scoring to end",
             lambda: (
                 (t := _task(server, scoring["id"], "scoring"))["status"] not in ("SUBMITTED", "RUNNING") and t

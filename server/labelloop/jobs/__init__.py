@@ -4,10 +4,12 @@ from labelloop.jobs.execute import execute_job
 from labelloop.jobs.queue import JobQueue
 from labelloop.jobs.records import Job, JobKind, JobStatus
 from labelloop.jobs.runner import RunHandle, Runner, SubprocessRunner, die_with_parent
-from labelloop.jobs.service import JobService
+from labelloop.jobs.service import AUTOTRAIN_USER, STOP_ANSWER_S, JobService
 from labelloop.jobs.worker import Worker
 
 __all__ = [
+    "AUTOTRAIN_USER",
+    "STOP_ANSWER_S",
     "Job",
     "JobKind",
     "JobQueue",

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,22 @@ def _watch_claim(
 
 
 def _progress(queue: JobQueue, job: Job) -> Any:
+    """``report(done, total, item)`` for scoring and batch inference: images done of ``total``, the
+    last one, percent done and the time left in seconds at the pace so far."""
+    started = time.monotonic()
+
     def report(done: int, total: int, item: str) -> None:
-        queue.report(job.id, claim=job.claim_token, progress={"done": done, "total": total, "current": item})
+        elapsed = time.monotonic() - started
+        left = elapsed / done * (total - done) if done else None
+        progress = {
+            "done": done,
+            "total": total,
+            "current": item,
+            "unit": "images",
+            "percent": round(100.0 * done / total, 1) if total else 100.0,
+            "time_left_s": round(left, 1) if left is not None else None,
+        }
+        queue.report(job.id, claim=job.claim_token, progress=progress)
 
     return report
 

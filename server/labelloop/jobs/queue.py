@@ -51,6 +51,28 @@ def _state(row: Any, claim: str | None) -> ClaimState:
     return ClaimState.ENDED
 
 
+def _holder(busy: list[Job]) -> str:
+    """Which job holds an exclusive slot, and how to free it (the 429's detail after MONAI Label's words)."""
+    job = next((j for j in busy if j.status == JobStatus.RUNNING), busy[0])
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.started_at or job.created_at))
+    state = "running since" if job.status == JobStatus.RUNNING else "queued at"
+    more = f" (and {len(busy) - 1} more queued)" if len(busy) > 1 else ""
+    path = _STOP_PATHS[job.kind]
+    behind = ", or queue behind it with ?enqueue=true" if job.kind == JobKind.TRAIN else ""
+    return (
+        f"{job.kind.value} job {job.id} for '{job.name}', asked for by {job.created_by}, {state} {when}"
+        f"{more}. Stop it with DELETE {path}{behind}"
+    )
+
+
+#: Where a person stops the jobs of a kind (the 429's hint).
+_STOP_PATHS = {JobKind.TRAIN: "/train/", JobKind.SCORING: "/scoring/", JobKind.BATCH_INFER: "/batch/infer"}
+
+
+def _clock_text(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
 class JobQueue:
     """Jobs live in the ``jobs`` table; every state change is one transaction.
 
@@ -109,12 +131,15 @@ class JobQueue:
         exclusive: bool = False,
         exclusive_per_name: bool = False,
         resume_from: str | None = None,
+        replaces: Callable[[Job], bool] | None = None,
     ) -> Job:
         """Queue a job. With ``exclusive``, refuse if a job of this kind (with
-        ``exclusive_per_name``: of this kind and name) is queued or running.
+        ``exclusive_per_name``: of this kind and name) is queued or running, unless every such job
+        is queued and ``replaces`` says this one may take its place (it is then cancelled, saying
+        by which job).
 
         The check and the insert are one transaction, so two requests at once cannot both pass
-        (MONAI Label's race, its bug 4).
+        (MONAI Label's race, its bug 4). The refusal names the job that holds the slot.
         """
         with self._db.write() as conn:
             job = self.submit_in(
@@ -128,6 +153,7 @@ class JobQueue:
                 exclusive=exclusive,
                 exclusive_per_name=exclusive_per_name,
                 resume_from=resume_from,
+                replaces=replaces,
             )
         logger.info("job %s queued: %s %s", job.id, kind.value, name)
         return job
@@ -145,6 +171,7 @@ class JobQueue:
         exclusive: bool = False,
         exclusive_per_name: bool = False,
         resume_from: str | None = None,
+        replaces: Callable[[Job], bool] | None = None,
     ) -> Job:
         """``submit`` in ``conn``'s write transaction (the job exists once that commits)."""
         job_id = str(uuid.uuid4())
@@ -153,10 +180,19 @@ class JobQueue:
             same = [jobs.c.kind == kind.value, jobs.c.status.in_(_ACTIVE)]
             if exclusive_per_name:
                 same.append(jobs.c.name == name)
-            busy = conn.execute(select(jobs.c.id).where(*same).limit(1)).first()
-            if busy is not None:
+            busy = [
+                self._record(r)
+                for r in conn.execute(select(jobs).where(*same).order_by(jobs.c.created_at)).mappings()
+            ]
+            replaceable = replaces is not None and all(
+                job.status == JobStatus.SUBMITTED and replaces(job) for job in busy
+            )
+            if busy and not replaceable:
                 what = f"{kind.value.capitalize()} Task" + (f" '{name}'" if exclusive_per_name else "")
-                raise AlreadyRunningError(f"++++++++++ {what} is Already Running")
+                # MONAI Label's wording first (clients match it), then which job holds the slot.
+                raise AlreadyRunningError(f"++++++++++ {what} is Already Running: {_holder(busy)}")
+            for job in busy:
+                self._end_queued_in(conn, job, f"replaced by job {job_id}, which {user} asked for")
         conn.execute(
             insert(jobs).values(
                 id=job_id,
@@ -226,12 +262,13 @@ class JobQueue:
 
     def live_workers(self, stale_after_s: float) -> int:
         """Workers of any server on this database that heartbeat in the last ``stale_after_s`` seconds."""
-        since = self._clock() - stale_after_s
         with self._db.read() as conn:
-            query = select(func.count()).where(
-                workers.c.stopped_at.is_(None), workers.c.heartbeat_at >= since
-            )
-            return int(conn.execute(query).scalar_one())
+            return self._live_workers_in(conn, stale_after_s)
+
+    def _live_workers_in(self, conn: Connection, stale_after_s: float) -> int:
+        since = self._clock() - stale_after_s
+        query = select(func.count()).where(workers.c.stopped_at.is_(None), workers.c.heartbeat_at >= since)
+        return int(conn.execute(query).scalar_one())
 
     def worker_stopped(self, worker_id: str) -> None:
         with self._db.write() as conn:
@@ -415,6 +452,19 @@ class JobQueue:
         conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True, log_tail=tail))
         return True
 
+    def _end_queued_in(self, conn: Connection, job: Job, line: str) -> None:
+        """End a job that never started as STOPPED, with ``line`` in its log."""
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job.id)
+            .values(
+                status=JobStatus.STOPPED.value,
+                finished_at=self._clock(),
+                cancel_requested=True,
+                log_tail=(job.log_tail + [f"cancelled before it started; {line}"])[-LOG_TAIL_LINES:],
+            )
+        )
+
     def cancel(self, kind: JobKind, user: str) -> tuple[list[Job], list[Job]]:
         """Stop every job of ``kind``: queued ones end now, running ones are asked to stop.
 
@@ -422,7 +472,7 @@ class JobQueue:
         job sees the request, stops the job's process tree and marks it ``STOPPED``.
         """
         now = self._clock()
-        line = f"stopped by {user} at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}"
+        line = f"stopped by {user} at {_clock_text(now)}"
         with self._db.write() as conn:
             self._db.lock(conn, f"jobs:{kind.value}")
             rows = [
@@ -434,23 +484,48 @@ class JobQueue:
             running, queued = [], []
             for job in rows:
                 if job.status == JobStatus.RUNNING:
-                    conn.execute(update(jobs).where(jobs.c.id == job.id).values(cancel_requested=True))
+                    self.request_stop_in(conn, job.id, f"stop requested by {user} at {_clock_text(now)}")
                     running.append(job)
                 else:
-                    conn.execute(
-                        update(jobs)
-                        .where(jobs.c.id == job.id)
-                        .values(
-                            status=JobStatus.STOPPED.value,
-                            finished_at=now,
-                            cancel_requested=True,
-                            log_tail=(job.log_tail + [f"cancelled before it started; {line}"])[
-                                -LOG_TAIL_LINES:
-                            ],
-                        )
-                    )
+                    self._end_queued_in(conn, job, line)
                     queued.append(job)
         return running, queued
+
+    def preempt(self, for_job: Job, *, below: int, stale_after_s: float) -> Job | None:
+        """Free a worker for ``for_job`` when every live worker runs a job, one of them of priority
+        lower than ``below``: that job is asked to stop (its log says for which job) and the same
+        work is queued again at its own priority, so it runs once the workers are free. Returns the
+        requeued job, or ``None`` when a worker is free or nothing may yield."""
+        with self._db.write() as conn:
+            for kind in sorted(JobKind, key=lambda k: k.value):  # lock order: kinds, then rows
+                self._db.lock(conn, f"jobs:{kind.value}")
+            running = [
+                self._record(r)
+                for r in conn.execute(
+                    select(jobs).where(jobs.c.status == JobStatus.RUNNING.value).order_by(jobs.c.priority)
+                ).mappings()
+            ]
+            live = self._live_workers_in(conn, stale_after_s)
+            victims = [j for j in running if j.priority < below and not j.cancel_requested]
+            if live == 0 or len(running) < live or not victims:
+                return None
+            victim = victims[0]
+            again = self.submit_in(
+                conn,
+                victim.kind,
+                victim.name,
+                request=victim.request,
+                config=victim.config,
+                user=victim.created_by,
+                priority=victim.priority,
+            )
+            self.request_stop_in(
+                conn,
+                victim.id,
+                f"yielded to {for_job.kind.value} job {for_job.id}, which {for_job.created_by} asked for; "
+                f"requeued as job {again.id}",
+            )
+            return again
 
     def reap(self, stale_after_s: float) -> list[Job]:
         """Declare lost, and end as ERROR, the running jobs whose worker died: no heartbeat for

@@ -14,7 +14,7 @@ from labelloop.datastore import DEFAULT_TAG, Datastore
 from labelloop.errors import InvalidParamsError, ModelNotFoundError
 from labelloop.jobs.queue import JobQueue
 from labelloop.jobs.records import Job, JobKind, JobStatus
-from labelloop.jobs.rescore import queue_rescoring_in, stop_stale_scoring_in
+from labelloop.jobs.rescore import RESCORE_PRIORITY, queue_rescoring_in, stop_stale_scoring_in
 from labelloop.jobs.scoring import SCORING_METHODS
 from labelloop.settings import JobSettings
 from labelloop.tasks import App, validate_options
@@ -25,6 +25,13 @@ logger = logging.getLogger(__name__)
 
 #: What people ask for runs before the rescoring a new model version queues by itself.
 _PRIORITY = {JobKind.TRAIN: 0, JobKind.BATCH_INFER: 0, JobKind.SCORING: 0}
+
+#: Who automatic training runs are created by (``created_by`` of their task).
+AUTOTRAIN_USER = "autotrain"
+
+#: How long ``DELETE /train/`` waits for the job to end before it answers with the job as it is
+#: (a job stops at its next step; the task says STOPPED once it has).
+STOP_ANSWER_S = 2.0
 
 
 class JobService:
@@ -95,7 +102,7 @@ class JobService:
             earlier = self.queue.get(resume)
             if earlier.kind != JobKind.TRAIN or earlier.name != trainer:
                 raise InvalidParamsError(f"Task {resume} is not a '{trainer}' training run")
-        return self.queue.submit(
+        job = self.queue.submit(
             JobKind.TRAIN,
             trainer,
             request={**params, "model": trainer},
@@ -104,7 +111,24 @@ class JobService:
             priority=_PRIORITY[JobKind.TRAIN],
             exclusive=not enqueue,
             resume_from=resume,
+            # A person's request takes the place of automatic runs that have not started yet.
+            replaces=None if user == AUTOTRAIN_USER else (lambda queued: queued.created_by == AUTOTRAIN_USER),
         )
+        self._make_room(job)
+        return job
+
+    def _make_room(self, job: Job) -> Job | None:
+        """Background rescoring yields to ``job``, which a person asked for, when it holds every
+        live worker: it is stopped and queued again (scoring is incremental, so the new job goes on
+        from the first image without a fresh score). With a worker free, both run side by side.
+        Returns the requeued job, if any."""
+        if job.priority <= RESCORE_PRIORITY:
+            return None
+        stale = self.settings.stale_after_s
+        requeued = self.queue.preempt(job, below=_PRIORITY[job.kind], stale_after_s=stale)
+        if requeued is not None:
+            logger.info("background job yielded to %s %s; requeued as %s", job.kind, job.id, requeued.id)
+        return requeued
 
     def submit_all_trainers(self, body: Mapping[str, Any], user: str) -> dict[str, Job]:
         """``POST /train/``: one queued run per trainer; ``body[trainer]`` holds that trainer's options.
@@ -126,7 +150,7 @@ class JobService:
         the rescoring a new model version queues by itself, do not block it)."""
         if method not in SCORING_METHODS and method not in self.app.scoring:
             raise ModelNotFoundError(f"Scoring method '{method}' not found; /info/ lists them")
-        return self.queue.submit(
+        job = self.queue.submit(
             JobKind.SCORING,
             method,
             request={**params, "method": method},
@@ -136,6 +160,8 @@ class JobService:
             exclusive=exclusive,
             exclusive_per_name=True,
         )
+        self._make_room(job)
+        return job
 
     def rescore_in(self, conn: Connection, model: str, user: str, cause: str) -> list[Job]:
         """Queue the app's scoring methods that read ``model`` after its active version changed, in
@@ -157,7 +183,7 @@ class JobService:
     ) -> Job:
         if model not in known_models:
             raise ModelNotFoundError(f"Model '{model}' not found; /info/ lists the models")
-        return self.queue.submit(
+        job = self.queue.submit(
             JobKind.BATCH_INFER,
             model,
             request={**params, "model": model, "images": images},
@@ -166,6 +192,8 @@ class JobService:
             priority=_PRIORITY[JobKind.BATCH_INFER],
             exclusive=True,
         )
+        self._make_room(job)
+        return job
 
     # ------------------------------------------------------------ following
 
@@ -198,17 +226,19 @@ class JobService:
     def get(self, job_id: str) -> Job:
         return self.queue.get(job_id)
 
-    def stop(self, kind: JobKind, user: str, wait_s: float | None = None) -> Job | None:
-        """Stop the running job of ``kind`` and cancel queued ones; returns the stopped job, if any.
+    def stop(self, kind: JobKind, user: str, wait_s: float = STOP_ANSWER_S) -> Job | None:
+        """Stop the running job of ``kind`` and cancel queued ones; returns the job, if any.
 
-        Waits up to the grace period for the worker to end the job's process, so the answer
-        normally already says ``STOPPED`` with an ``end_ts``.
+        Waits up to ``wait_s`` for the worker to end the job's process (a job stops at its next
+        step; its worker kills it after the grace period): a quick stop is answered ``STOPPED``
+        with an ``end_ts``, a slow one with the job still RUNNING and ``stop requested`` in its log,
+        and the task reports ``STOPPED`` once it has stopped.
         """
         running, queued = self.queue.cancel(kind, user)
         target = running[0] if running else (queued[0] if queued else None)
         if target is None:
             return None
-        deadline = time.monotonic() + (wait_s if wait_s is not None else self.settings.cancel_grace_s + 5)
+        deadline = time.monotonic() + wait_s
         job = self.queue.get(target.id)
         while job.active and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -270,7 +300,7 @@ class JobService:
         queued = []
         for trainer, config in self.autotrain_runs.items():
             try:
-                queued.append(self.submit_train(trainer, config, "autotrain", enqueue=True))
+                queued.append(self.submit_train(trainer, config, AUTOTRAIN_USER, enqueue=True))
             except Exception:
                 logger.exception("automatic training of %s could not be queued", trainer)
         logger.info("%d new final labels: queued training for %s", new, [j.name for j in queued])
