@@ -24,7 +24,7 @@ from labelloop.jobs import JobQueue
 from labelloop.sampledata.synthetic import generate_case
 from labelloop.settings import JobSettings
 from tests.conftest import ServerFactory
-from tests.support.http import upload
+from tests.support.http import publish_weights, upload
 from tests.support.processes import ended, frozen, job_pid, proc_stat, until
 from tests.support.servers import LiveServer
 from tests.support.uncertain import constructed_weights, write_known_images
@@ -158,10 +158,7 @@ UPLOADED = ("slab", "block", "focus")
 
 
 def _publish(server: LiveServer, weights: Path) -> int:
-    with open(weights, "rb") as f:
-        r = requests.put(f"{server.url}/model/segmentation", files={"file": (weights.name, f)}, timeout=60)
-    assert r.status_code == 200, r.text
-    version: int = r.json()["version"]
+    version: int = publish_weights(server, weights)["version"]
     return version
 
 

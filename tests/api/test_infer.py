@@ -30,7 +30,7 @@ from labelloop.imaging import Volume, read_volume, write_volume
 from labelloop.settings import InferenceSettings, JobSettings, Settings
 from tests.conftest import ServerFactory
 from tests.support.bundle import make_bundle
-from tests.support.http import upload
+from tests.support.http import publish_weights, upload
 from tests.support.servers import APP_DIR, LiveServer, free_port, start_thread_server
 from tests.support.volumes import DEFAULT_AFFINE, make_image
 from tests.support.weights import write_weights
@@ -50,11 +50,7 @@ LATENCY_KEYS = {"pre", "infer", "invert", "post", "write", "total"}
 
 
 def _publish(server: LiveServer, model: str, weights: Path) -> dict[str, Any]:
-    with open(weights, "rb") as f:
-        r = requests.put(f"{server.url}/model/{model}", files={"file": (weights.name, f)}, timeout=60)
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
+    return publish_weights(server, weights, model)
 
 
 def _infer(

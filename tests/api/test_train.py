@@ -24,6 +24,7 @@ from labelloop.jobs import STOP_ANSWER_S
 from labelloop.sampledata.synthetic import generate_case
 from labelloop.settings import JobSettings, Settings
 from tests.conftest import ServerFactory
+from tests.support.processes import job_processes
 from tests.support.servers import APP_DIR, LiveServer, free_port, start_process_server
 from tests.support.weights import write_weights
 
@@ -289,17 +290,7 @@ def test_kill_9_during_training_leaves_no_running_job_and_no_half_version(
 
 def _alive_job_processes(data_dir: Path) -> list[int]:
     """Processes whose command line runs a job of this data dir's server."""
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "run-job" in cmdline and str(data_dir) in cmdline:
-            alive.append(int(entry.name))
-    return alive
+    return job_processes(data_dir)
 
 
 def test_run_sync_answers_with_stats_and_is_listed(trainer_server: LiveServer) -> None:

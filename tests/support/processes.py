@@ -10,11 +10,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ended", "frozen", "job_pid", "proc_stat", "until"]
+__all__ = ["ended", "frozen", "job_pid", "job_processes", "proc_stat", "until"]
 
 
-def job_pid(data_dir: Path, job_id: str) -> int | None:
-    """The process running job ``job_id`` of this data dir's server (``labelloop run-job ID``)."""
+def job_processes(data_dir: Path, job_id: str | None = None) -> list[int]:
+    """Processes running a job (``job_id``, else any) of this data dir's server (``labelloop run-job``)."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -22,9 +23,15 @@ def job_pid(data_dir: Path, job_id: str) -> int | None:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if f"run-job {job_id}" in cmdline and str(data_dir) in cmdline:
-            return int(entry.name)
-    return None
+        if f"run-job {job_id or ''}" in cmdline and str(data_dir) in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def job_pid(data_dir: Path, job_id: str) -> int | None:
+    """The process running job ``job_id`` of this data dir's server."""
+    found = job_processes(data_dir, job_id)
+    return found[0] if found else None
 
 
 def proc_stat(pid: int) -> tuple[str, int] | None:
