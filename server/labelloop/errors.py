@@ -27,6 +27,7 @@ __all__ = [
     "ModelNotReadyError",
     "BusyError",
     "AlreadyRunningError",
+    "JobLostError",
     "JobNotFoundError",
     "AuthenticationError",
     "NotAuthenticatedError",
@@ -104,6 +105,10 @@ class ConflictError(LabelloopError):
 
 class AlreadyRunningError(ConflictError):
     """A task of this kind is already queued or running."""
+
+
+class JobLostError(ConflictError):
+    """The job was declared lost: its claim was revoked, so its results are refused."""
 
 
 class LabelConflictError(ConflictError):

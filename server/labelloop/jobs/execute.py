@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from labelloop.datastore import Datastore
+from labelloop.errors import JobLostError
 from labelloop.inference import InferenceService
 from labelloop.jobs.batch import run_batch_infer
 from labelloop.jobs.queue import JobQueue
-from labelloop.jobs.records import ClaimState, Job, JobKind, JobLostError, JobStatus
+from labelloop.jobs.records import ClaimState, Job, JobKind, JobStatus
 from labelloop.jobs.scoring import run_scoring
 from labelloop.jobs.training import run_training
 from labelloop.registry import Registry

@@ -6,9 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from labelloop.errors import ConflictError
-
-__all__ = ["ClaimState", "Job", "JobKind", "JobLostError", "JobStatus", "LOG_TAIL_LINES"]
+__all__ = ["ClaimState", "Job", "JobKind", "JobStatus", "LOG_TAIL_LINES"]
 
 #: Lines of a job's log kept for the task object's ``details`` (MONAI Label keeps 20).
 LOG_TAIL_LINES = 20
@@ -34,10 +32,6 @@ class ClaimState(StrEnum):
     STOP = "stop"
     ENDED = "ended"
     LOST = "lost"
-
-
-class JobLostError(ConflictError):
-    """The job was declared lost: its claim was revoked, so its results are refused."""
 
 
 class JobKind(StrEnum):

@@ -13,10 +13,11 @@ import numpy as np
 from sqlalchemy import Connection
 
 from labelloop.datastore import DEFAULT_TAG, Datastore
+from labelloop.errors import JobLostError
 from labelloop.imaging import read_volume
 from labelloop.inference import resolve_device
 from labelloop.jobs.queue import JobQueue
-from labelloop.jobs.records import Job, JobLostError, JobStatus
+from labelloop.jobs.records import Job, JobStatus
 from labelloop.jobs.rescore import queue_rescoring_in, stop_stale_scoring_in
 from labelloop.registry import ModelVersion, Registry, decide_promotion
 from labelloop.settings import JobSettings
