@@ -107,6 +107,11 @@ label_versions = Table(
     CheckConstraint("version >= 1", name="version"),
     CheckConstraint("source IN ('upload', 'import', 'infer')", name="source"),
 )
+# The label history, newest first (every image's, or one author's or client's), and the saves
+# since a time that automatic training counts.
+Index("ix_label_versions_created", label_versions.c.created_at, label_versions.c.id)
+Index("ix_label_versions_author", label_versions.c.author, label_versions.c.created_at)
+Index("ix_label_versions_client", label_versions.c.client_id, label_versions.c.created_at)
 
 sessions = Table(
     "sessions",
