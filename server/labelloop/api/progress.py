@@ -1,10 +1,7 @@
 """``GET /datastore/progress``: the labelling's progress for curators (ours; the dashboard reads it).
 
-The datastore counts images and labels (per tag, per author, final labels per day); active
-learning counts leases (cases held now, time from hand-out to save). Both are aggregate queries,
-so the answer costs the same with 100 or 100,000 images. An annotator is one name: the user who
-saved and the lease holder: the logged-in user, or with auth off the ``client_id`` the client sent
-(else the server's user), as for leases.
+The figures come from ``workflows.labelling_progress`` (the datastore's counts joined with active
+learning's); this router only shapes them.
 """
 
 from __future__ import annotations
@@ -14,10 +11,9 @@ import time
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from labelloop.activelearning import lease_progress
 from labelloop.api import schemas
 from labelloop.api.deps import STRICT_QUERY, ServicesDep
-from labelloop.datastore import label_progress
+from labelloop.workflows import labelling_progress
 
 __all__ = ["router"]
 
@@ -65,30 +61,27 @@ class ProgressRead(BaseModel):
 )
 def progress(services: ServicesDep) -> ProgressRead:
     now = time.time()
-    labels = label_progress(services.datastore.db, by_client_id=not services.settings.auth.enabled)
-    holders = {work.holder: work for work in lease_progress(services.datastore.db, now)}
-    authors = {work.annotator: work for work in labels.authors}
-    names = [*authors, *sorted(holders.keys() - authors.keys())]
-    annotators = []
-    for name in names:
-        author, holder = authors.get(name), holders.get(name)
-        annotators.append(
-            AnnotatorRead(
-                name=name,
-                labels_saved=author.labels if author else 0,
-                final_labels=author.finals if author else 0,
-                holding=holder.holding if holder else 0,
-                saved_leases=holder.saved if holder else 0,
-                median_handout_to_save_s=holder.median_s if holder else None,
-            )
-        )
+    found = labelling_progress(
+        services.datastore.db, by_client_id=not services.settings.auth.enabled, now=now
+    )
+    labels = found.labels
     return ProgressRead(
         ts=now,
         images=labels.images,
         labelled=labels.labelled,
         final=labels.finals,
         label_tags=labels.tags,
-        annotators=annotators,
+        annotators=[
+            AnnotatorRead(
+                name=a.name,
+                labels_saved=a.labels,
+                final_labels=a.finals,
+                holding=a.holding,
+                saved_leases=a.saved_leases,
+                median_handout_to_save_s=a.median_handout_to_save_s,
+            )
+            for a in found.annotators
+        ],
         finals_by_day=[
             FinalsDayRead(day_ts=d.day_ts, new=d.new, total=d.total) for d in labels.finals_by_day
         ],

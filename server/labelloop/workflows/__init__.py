@@ -5,5 +5,15 @@ Routers call these instead of calling several services in a row; services never 
 
 from labelloop.workflows.label_save import LabelSave, LabelSaved, save_label
 from labelloop.workflows.model_activation import activate_version, publish_upload
+from labelloop.workflows.progress import AnnotatorProgress, LabellingProgress, labelling_progress
 
-__all__ = ["LabelSave", "LabelSaved", "activate_version", "publish_upload", "save_label"]
+__all__ = [
+    "AnnotatorProgress",
+    "LabelSave",
+    "LabelSaved",
+    "LabellingProgress",
+    "activate_version",
+    "labelling_progress",
+    "publish_upload",
+    "save_label",
+]
