@@ -157,6 +157,7 @@ def write_dataset_zip(
     dest: Path,
     images: ImageStore,
     labels: LabelStore,
+    ctx: Context,
     *,
     name: str,
     description: str,
@@ -182,7 +183,6 @@ def write_dataset_zip(
         raise NotFoundError("No image has a final label yet; there is nothing to export")
     if limit_cases is not None and 1 <= limit_cases < len(finals):
         finals = finals[:limit_cases]
-    ctx = labels.context
     training: list[dict[str, Any]] = []
     modalities: list[str | None] = []
     with zipfile.ZipFile(dest, "w", allowZip64=True) as archive:

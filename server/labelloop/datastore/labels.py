@@ -102,12 +102,6 @@ class LabelStore:
         self._ctx = ctx
         self._images = images
 
-    @property
-    def context(self) -> Context:
-        """What the datastore's parts share: the dataset export converts label files in its scratch
-        space, within its decode budget."""
-        return self._ctx
-
     def _record(self, row: RowMapping) -> LabelVersion:
         return LabelVersion(
             image_id=row["image_id"],

@@ -114,6 +114,7 @@ class Datastore:
             dest,
             self.images,
             self.labels,
+            self.ctx,
             name=self._name,
             description=self._description,
             label_names=label_names,
