@@ -21,9 +21,8 @@ from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labelloop.api import schemas
-from labelloop.api.deps import ServicesDep
+from labelloop.api.deps import ServicesDep, epoch_seconds
 from labelloop.auth import AuditEvent, AuditTrail, fhir_bundle
-from labelloop.errors import InvalidParamsError
 
 __all__ = ["AUDITED", "AuditMiddleware", "router"]
 
@@ -170,23 +169,6 @@ class AuditPage(BaseModel):
     next_after_seq: int | None = Field(description="Pass as after_seq for the next page; null at the end")
 
 
-def _epoch(value: str | None, name: str) -> float | None:
-    """Epoch seconds, or an ISO 8601 time (UTC unless it says otherwise)."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidParamsError(
-            f"'{name}' must be epoch seconds or an ISO 8601 time, not {value!r}"
-        ) from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-
-
 @router.get(
     "/",
     summary="The audit trail (admin): who read and changed what, as JSON or FHIR AuditEvent",
@@ -210,7 +192,7 @@ async def audit_events(
     format: Annotated[Literal["json", "fhir"], Query()] = "json",
 ) -> Any:
     trail = services.audit
-    start, end = _epoch(since, "since"), _epoch(until, "until")
+    start, end = epoch_seconds(since, "since"), epoch_seconds(until, "until")
     events = await anyio.to_thread.run_sync(
         lambda: trail.events(
             since=start, until=end, user=user, action=action, limit=limit, after_seq=after_seq
