@@ -240,3 +240,5 @@ def test_bad_skip_params_are_422_and_change_nothing(sqlite_server: LiveServer, v
         assert "skip" in r.json()["detail"]
     assert _next(sqlite_server, "first", "ann").json()["id"] == held
     assert requests.get(f"{sqlite_server.url}/activelearning/skips", timeout=30).json() == []
+    unknown = requests.get(f"{sqlite_server.url}/activelearning/skips", params={"sinse": 1}, timeout=30)
+    assert unknown.status_code == 400 and "'sinse'" in unknown.json()["detail"], "ours: strict parameters"

@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Body, Path, Query
 
 from labelloop.api import schemas
-from labelloop.api.deps import PrincipalDep, ServicesDep, UserDep, lease_holder
+from labelloop.api.deps import STRICT_QUERY, PrincipalDep, ServicesDep, UserDep, lease_holder
 from labelloop.api.schemas import ID_SCHEMA, errors
 from labelloop.datastore import validate_id
 
@@ -31,7 +31,8 @@ def open_leases(services: ServicesDep) -> list[schemas.LeaseRead]:
 @router.get(
     "/skips",
     summary='Images annotators skipped (next sample with {"skip": true}) and why, newest first',
-    responses=errors(422),
+    dependencies=[STRICT_QUERY],
+    responses=errors(400, 422),
 )
 def skips(
     services: ServicesDep,
