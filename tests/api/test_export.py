@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import requests
 
+from tests.support.http import upload
 from tests.support.servers import LiveServer
 from tests.support.volumes import DEFAULT_AFFINE
 
@@ -66,18 +67,6 @@ def _image(seed: int) -> npt.NDArray[np.int16]:
 
 def _label(seed: int, dtype: Any = np.uint8) -> npt.NDArray[Any]:
     return np.random.default_rng(seed + 100).integers(0, 2, size=SHAPE).astype(dtype)
-
-
-def _upload(server: LiveServer, path: Path, image_id: str, params: dict[str, Any] | None = None) -> None:
-    with open(path, "rb") as f:
-        answer = requests.put(
-            f"{server.url}/datastore/image",
-            params={"image": image_id},
-            files={"file": (path.name, f)},
-            data={"params": json.dumps(params or {})},
-            timeout=30,
-        )
-    assert answer.status_code == 200, answer.text
 
 
 def _save(server: LiveServer, image_id: str, path: Path, tag: str = "final") -> None:
@@ -143,7 +132,7 @@ def test_a_mixed_datastore_exports_every_image_and_label_as_nifti_gz_on_the_same
         "ct4": _write_nrrd(src / "ct4_label.nrrd", labels["ct4"], affines["ct4"]),
     }
     for case in images:
-        _upload(server, image_files[case], case)
+        upload(server, case, image_files[case])
         _save(server, case, label_files[case])
     files = server.files()
 
@@ -190,8 +179,8 @@ def test_modality_comes_from_the_images(make_server: Callable[..., LiveServer], 
 
     # NRRD key-value fields: DICOM (0008,0060) as ITK writes a series' tags, or a plain "modality".
     mr = make_server()
-    _upload(mr, _write_nrrd(tmp_path / "mr1.nrrd", _image(1), DEFAULT_AFFINE, **{"0008|0060": "MR"}), "mr1")
-    _upload(mr, _write_nrrd(tmp_path / "mr2.nrrd", _image(2), DEFAULT_AFFINE, modality="MRI"), "mr2")
+    upload(mr, "mr1", _write_nrrd(tmp_path / "mr1.nrrd", _image(1), DEFAULT_AFFINE, **{"0008|0060": "MR"}))
+    upload(mr, "mr2", _write_nrrd(tmp_path / "mr2.nrrd", _image(2), DEFAULT_AFFINE, modality="MRI"))
     for case in ("mr1", "mr2"):
         _save(mr, case, label)
     assert export_modality(mr) == (
@@ -202,8 +191,8 @@ def test_modality_comes_from_the_images(make_server: Callable[..., LiveServer], 
     # The image info: DICOM's keyword, as a PACS series records it (here sent at upload).
     ct = make_server()
     nifti = _write_nifti(tmp_path / "ct.nii.gz", _image(3), DEFAULT_AFFINE)
-    _upload(ct, nifti, "ct1", {"Modality": "CT"})
-    _upload(ct, nifti, "ct2")  # nothing says: the others decide
+    upload(ct, "ct1", nifti, info={"Modality": "CT"})
+    upload(ct, "ct2", nifti)  # nothing says: the others decide
     for case in ("ct1", "ct2"):
         _save(ct, case, label)
     assert export_modality(ct) == (
@@ -212,10 +201,10 @@ def test_modality_comes_from_the_images(make_server: Callable[..., LiveServer], 
     )
 
     # A mix says so; nothing recorded anywhere is "unknown".
-    _upload(ct, _write_nrrd(tmp_path / "mr3.nrrd", _image(4), DEFAULT_AFFINE, modality="MR"), "mr3")
+    upload(ct, "mr3", _write_nrrd(tmp_path / "mr3.nrrd", _image(4), DEFAULT_AFFINE, modality="MR"))
     _save(ct, "mr3", label)
     assert export_modality(ct)[0] == "CT/MR"
     plain = make_server()
-    _upload(plain, nifti, "x")
+    upload(plain, "x", nifti)
     _save(plain, "x", label)
     assert export_modality(plain) == ("unknown", {"./imagesTr/x.nii.gz": None})

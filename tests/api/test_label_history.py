@@ -16,22 +16,11 @@ import requests
 from labelloop.auth import ANNOTATOR, UserStore
 from labelloop.db import Database
 from labelloop.settings import AuthSettings
+from tests.support.http import upload
 from tests.support.servers import LiveServer
 
 Volumes = Callable[..., Path]
 PASSWORD = "correct horse battery staple"
-
-
-def _upload(server: LiveServer, path: Path, image_id: str, headers: dict[str, str] | None = None) -> None:
-    with open(path, "rb") as f:
-        answer = requests.put(
-            f"{server.url}/datastore/image",
-            params={"image": image_id},
-            files={"file": (path.name, f)},
-            headers=headers,
-            timeout=30,
-        )
-    assert answer.status_code == 200, answer.text
 
 
 def _save(
@@ -87,8 +76,8 @@ def labelled(server: LiveServer, volumes: Volumes) -> tuple[LiveServer, float]:
     b/final v2 (dave).
     """
     image, label = volumes("img.nii.gz"), volumes("lab.nrrd", kind="label")
-    _upload(server, image, "a")
-    _upload(server, image, "b")
+    upload(server, "a", image)
+    upload(server, "b", image)
     _save(server, "a", label, client_id="carol")
     _save(server, "b", label, client_id="carol")
     _save(server, "a", label, "original", client_id="carol")
@@ -195,8 +184,8 @@ def test_author_filters_by_the_logged_in_user_across_images(
 ) -> None:
     alice, bob = _bearer(auth_server, "alice"), _bearer(auth_server, "bob")
     image, label = volumes("img.nii.gz"), volumes("lab.nrrd", kind="label")
-    _upload(auth_server, image, "a", alice)
-    _upload(auth_server, image, "b", alice)
+    upload(auth_server, "a", image, headers=alice)
+    upload(auth_server, "b", image, headers=alice)
     _save(auth_server, "a", label, headers=alice)
     _save(auth_server, "b", label, headers=bob, client_id="bobs-slicer")
     _save(auth_server, "a", label, headers=bob)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,23 @@ import requests
 from tests.support.servers import LiveServer
 
 
-def upload(server: LiveServer, image_id: str, path: Path) -> None:
-    """``PUT /datastore/image?image=ID`` with ``path``; fails the test unless it answers 200."""
+def upload(
+    server: LiveServer,
+    image_id: str,
+    path: Path,
+    *,
+    headers: dict[str, str] | None = None,
+    info: dict[str, Any] | None = None,
+) -> None:
+    """``PUT /datastore/image?image=ID`` with ``path`` (and ``info`` as MONAI Label's ``params`` form
+    field, ``headers`` such as a bearer token); fails the test unless it answers 200."""
     with open(path, "rb") as f:
         r = requests.put(
             f"{server.url}/datastore/image",
             params={"image": image_id},
             files={"file": (path.name, f)},
+            data={"params": json.dumps(info)} if info is not None else None,
+            headers=headers,
             timeout=120,
         )
     assert r.status_code == 200, r.text

@@ -119,20 +119,6 @@ def bearer(server: LiveServer, name: str, password: str = PASSWORD) -> dict[str,
     return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
 
-def upload_image(
-    server: LiveServer, image_id: str, path: Path, headers: dict[str, str] | None = None
-) -> None:
-    with path.open("rb") as f:
-        answer = requests.put(
-            f"{server.url}/datastore/image",
-            params={"image": image_id},
-            files={"file": (path.name, f)},
-            headers=headers,
-            timeout=60,
-        )
-    assert answer.status_code == 200, answer.text
-
-
 def next_case(server: LiveServer, client: str, headers: dict[str, str] | None = None) -> str:
     answer = requests.post(
         f"{server.url}/activelearning/first", json={"client_id": client}, headers=headers, timeout=60

@@ -29,6 +29,7 @@ from labelloop.db import Database
 from labelloop.jobs import JobQueue, JobStatus
 from labelloop.registry import Registry
 from labelloop.settings import AuthSettings
+from tests.support.http import upload
 from tests.support.servers import LiveServer
 from tests.support.weights import write_weights
 from tests.web.conftest import (
@@ -37,7 +38,6 @@ from tests.web.conftest import (
     bearer,
     next_case,
     save_label,
-    upload_image,
 )
 
 Volumes = Callable[..., Path]
@@ -80,7 +80,7 @@ def test_the_progress_page_shows_what_the_api_says(
     image, label = volumes("ct.nii.gz"), volumes("label.nii.gz", kind="label")
     other = volumes("label2.nii.gz", kind="label", seed=3)
     for i in range(5):
-        upload_image(server, f"case{i:02d}", image)
+        upload(server, f"case{i:02d}", image)
     # With auth off, annotators are told apart by their client's id: grey finishes two cases (one of
     # them twice), blue holds one and saves a draft of another.
     first = next_case(server, "grey")
@@ -245,7 +245,7 @@ def test_a_reviewer_sees_no_admin_buttons_and_the_api_refuses_them_anyway(
     store.add("viewer", ["monailabel-user"], PASSWORD)
     admin, grey = bearer(server, "boss"), bearer(server, "grey")
     for i in range(3):
-        upload_image(server, f"case{i}", volumes("ct.nii.gz"), grey)
+        upload(server, f"case{i}", volumes("ct.nii.gz"), headers=grey)
     case = next_case(server, "slicer", grey)
     save_label(server, case, volumes("label.nii.gz", kind="label"), "slicer", headers=grey)
     next_case(server, "slicer", grey)

@@ -7,27 +7,16 @@ ended it as ERROR, nothing it writes afterwards is accepted: heartbeat, progress
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from labelloop.db import Database
 from labelloop.jobs import Job, JobKind, JobQueue, JobStatus
 from labelloop.jobs.records import ClaimState
 from labelloop.jobs.rescore import stop_stale_scoring_in
 from labelloop.settings import JobSettings
 from labelloop.tasks import load_app
 from tests.support.servers import APP_DIR
-
-
-@pytest.fixture
-def queue(database_url: str | None, tmp_path: Path) -> Iterator[JobQueue]:
-    db = Database(database_url or f"sqlite:///{tmp_path / 'jobs.db'}")
-    db.migrate()
-    yield JobQueue(db)
-    db.dispose()
 
 
 def later(queue: JobQueue, seconds: float = 3600.0) -> JobQueue:

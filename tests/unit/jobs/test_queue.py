@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
-from labelloop.db import Database
 from labelloop.errors import AlreadyRunningError
 from labelloop.jobs import Job, JobKind, JobQueue, JobStatus
 from labelloop.jobs.models import workers
 from labelloop.jobs.records import ClaimState
-
-
-@pytest.fixture
-def queue(database_url: str | None, tmp_path: Path) -> Iterator[JobQueue]:
-    db = Database(database_url or f"sqlite:///{tmp_path / 'jobs.db'}")
-    db.migrate()
-    yield JobQueue(db)
-    db.dispose()
 
 
 def make_job(
