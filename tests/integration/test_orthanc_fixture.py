@@ -27,6 +27,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, 
 
 from labelloop.errors import ImageReadError
 from labelloop.imaging import Geometry, Volume, read_dicom_series, read_dicom_zip, read_volume
+from labelloop.imaging.dicomseg import read_seg
 from labelloop.sampledata.pyradiomics import SDIST_NAME, default_cache_dir
 from labelloop.sampledata.synthetic import SYNTHETIC_LABELS, generate_case
 from tests.support.dicom_series import (
@@ -230,8 +231,13 @@ def test_seg_names_unnamed_values_and_refuses_empty_or_misfitting_labels() -> No
     with pytest.raises(ImageReadError, match="shape"):
         label_to_seg(label[:, :, :3], source, NAMES)
     seg = label_to_seg(label, source, {1: "liver", 7: "gallbladder"})
-    back = seg_to_label(seg, source, NAMES)  # an unknown name keeps its segment number
-    assert set(np.unique(back)) == {0, 1, 2}
+    # A segment named after no label of the app is left out and reported, never given a value
+    # by its number; a known name maps to that label's value whatever the segment's number.
+    read = read_seg(seg, source, NAMES)
+    liver = next(value for value, name in NAMES.items() if name == "liver")
+    assert set(np.unique(read.label)) == {0, liver}
+    np.testing.assert_array_equal(read.label == liver, label == 1)
+    assert [(s.label, s.matched_by) for s in read.skipped] == [("gallbladder", "none")]
 
 
 # ---------------------------------------------------------------- Orthanc

@@ -4,6 +4,7 @@ Arrays are ``(I, J, K)`` in file index order; affines map voxel indices to RAS m
 """
 
 from labelloop.imaging.dicom import (
+    DicomFrame,
     DicomSeries,
     check_deflated,
     dicom_decode_size,
@@ -36,6 +37,7 @@ __all__ = [
     "DecodeBudget",
     "DecodeLimits",
     "DecodeSize",
+    "DicomFrame",
     "DicomSeries",
     "FileKind",
     "Geometry",

@@ -21,9 +21,11 @@ from labelloop.imaging.limits import DecodeLimits, DecodeSize
 from labelloop.imaging.volume import Geometry, Volume
 
 __all__ = [
+    "DicomFrame",
     "DicomSeries",
     "check_deflated",
     "dicom_decode_size",
+    "functional_group",
     "read_dicom_zip",
     "read_dicom_series",
     "sort_dicom_series",
@@ -130,113 +132,347 @@ def read_dicom_zip(path: Path, max_bytes: int, limits: DecodeLimits | None = Non
     return read_dicom_series(_datasets_from_zip(path, max_bytes, limits), release=True)
 
 
-def _float_list(ds: Any, keyword: str, n: int) -> list[float]:
-    value = getattr(ds, keyword, None)
+def _float_list(value: Any, keyword: str, n: int, where: str) -> list[float]:
     if value is None or len(value) != n:
-        raise ImageReadError(f"A DICOM slice has no usable {keyword}")
-    return [float(v) for v in value]
+        raise ImageReadError(f"The DICOM {where} has no usable {keyword}")
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError) as exc:
+        raise ImageReadError(f"The DICOM {where} has an unreadable {keyword}: {exc}") from exc
+
+
+def _describe(ds: Any) -> str:
+    number = getattr(ds, "InstanceNumber", None)
+    uid = str(getattr(ds, "SOPInstanceUID", "") or "?")
+    return f"instance {number} ({uid})" if number not in (None, "") else f"instance {uid}"
+
+
+def functional_group(ds: Any, index: int, group: str) -> Any:
+    """The first item of the functional group ``group`` (a sequence keyword such as
+    ``PlanePositionSequence``) for frame ``index`` (0-based) of a multi-frame instance: from its
+    per-frame functional groups, else from the shared ones; ``None`` if neither has it."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    candidates = [per_frame[index]] if index < len(per_frame) else []
+    candidates += list(ds.get("SharedFunctionalGroupsSequence") or [])[:1]
+    for groups in candidates:
+        items = groups.get(group)
+        if items:
+            return items[0]
+    return None
+
+
+def _functional(ds: Any, index: int, group: str, keyword: str) -> Any:
+    """An attribute of frame ``index`` of a multi-frame instance (see ``functional_group``)."""
+    item = functional_group(ds, index, group)
+    return item.get(keyword) if item is not None else None
+
+
+def _is_multiframe(ds: Any) -> bool:
+    return "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+
+
+@dataclass(frozen=True)
+class DicomFrame:
+    """One 2-D plane of a series: a single-frame instance, or one frame of an enhanced one.
+
+    Attributes:
+        dataset: the instance the plane belongs to.
+        frame: its 1-based frame number in a multi-frame instance; ``None`` for a single-frame one.
+        position: ImagePositionPatient of its first pixel, LPS mm, shape ``(3,)``.
+        orientation: ImageOrientationPatient (row direction, then column direction), shape ``(6,)``.
+        pixel_spacing: ``(row spacing, column spacing)`` in mm.
+        slope, intercept: the rescale from stored values to output units (HU for CT).
+    """
+
+    dataset: Any
+    frame: int | None
+    position: npt.NDArray[np.float64]
+    orientation: npt.NDArray[np.float64]
+    pixel_spacing: tuple[float, float]
+    slope: float
+    intercept: float
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(getattr(self.dataset, "SOPInstanceUID", "") or "")
+
+    def describe(self) -> str:
+        """How a message names the plane: ``instance 12 (1.2.3...)`` or ``frame 4 of instance ...``."""
+        where = _describe(self.dataset)
+        return where if self.frame is None else f"frame {self.frame} of {where}"
+
+
+def _rescale(value: Any, default: float) -> float:
+    try:
+        return float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _frames_of(ds: Any) -> list[DicomFrame]:
+    """The planes of one instance (one for a single-frame instance)."""
+    if not _is_multiframe(ds):
+        where = _describe(ds)
+        spacing = _float_list(getattr(ds, "PixelSpacing", None), "PixelSpacing", 2, where)
+        return [
+            DicomFrame(
+                dataset=ds,
+                frame=None,
+                position=np.asarray(
+                    _float_list(getattr(ds, "ImagePositionPatient", None), "ImagePositionPatient", 3, where)
+                ),
+                orientation=np.asarray(
+                    _float_list(
+                        getattr(ds, "ImageOrientationPatient", None), "ImageOrientationPatient", 6, where
+                    )
+                ),
+                pixel_spacing=(spacing[0], spacing[1]),
+                slope=_rescale(getattr(ds, "RescaleSlope", None), 1.0),
+                intercept=_rescale(getattr(ds, "RescaleIntercept", None), 0.0),
+            )
+        ]
+    count = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    frames = []
+    for index in range(count):
+        where = f"frame {index + 1} of {_describe(ds)}"
+        spacing = _float_list(
+            _functional(ds, index, "PixelMeasuresSequence", "PixelSpacing"), "PixelSpacing", 2, where
+        )
+        slope = _functional(ds, index, "PixelValueTransformationSequence", "RescaleSlope")
+        intercept = _functional(ds, index, "PixelValueTransformationSequence", "RescaleIntercept")
+        frames.append(
+            DicomFrame(
+                dataset=ds,
+                frame=index + 1,
+                position=np.asarray(
+                    _float_list(
+                        _functional(ds, index, "PlanePositionSequence", "ImagePositionPatient"),
+                        "ImagePositionPatient",
+                        3,
+                        where,
+                    )
+                ),
+                orientation=np.asarray(
+                    _float_list(
+                        _functional(ds, index, "PlaneOrientationSequence", "ImageOrientationPatient"),
+                        "ImageOrientationPatient",
+                        6,
+                        where,
+                    )
+                ),
+                pixel_spacing=(spacing[0], spacing[1]),
+                slope=_rescale(slope if slope is not None else getattr(ds, "RescaleSlope", None), 1.0),
+                intercept=_rescale(
+                    intercept if intercept is not None else getattr(ds, "RescaleIntercept", None), 0.0
+                ),
+            )
+        )
+    return frames
+
+
+def _is_localizer(ds: Any) -> bool:
+    image_type = getattr(ds, "ImageType", None) or []
+    values = [str(v).upper() for v in ([image_type] if isinstance(image_type, str) else image_type)]
+    return "LOCALIZER" in values
+
+
+def _has_position(ds: Any) -> bool:
+    if _is_multiframe(ds):
+        return _functional(ds, 0, "PlanePositionSequence", "ImagePositionPatient") is not None
+    return "ImagePositionPatient" in ds
 
 
 @dataclass(frozen=True)
 class DicomSeries:
-    """A sorted single-frame series: its slices in ``k`` order and the grid they make.
+    """A sorted series: its planes in ``k`` order and the grid they make.
 
     Attributes:
-        slices: the datasets, ordered along the slice normal (``k`` = 0 first).
-        geometry: ``(I, J, K)`` = (columns, rows, slices) with a voxel -> RAS mm affine.
+        frames: the planes (single-frame instances, or frames of enhanced multi-frame ones),
+            ordered along the slice normal (``k`` = 0 first).
+        geometry: ``(I, J, K)`` = (columns, rows, planes) with a voxel -> RAS mm affine.
+        skipped: ``(instance, reason)`` for the instances left out (localizers).
     """
 
-    slices: list[Any]
+    frames: list[DicomFrame]
     geometry: Geometry
+    skipped: list[tuple[str, str]]
+
+    @property
+    def slices(self) -> list[Any]:
+        """The instances in the order of their first plane (each instance once)."""
+        seen: dict[int, Any] = {}
+        for frame in self.frames:
+            seen.setdefault(id(frame.dataset), frame.dataset)
+        return list(seen.values())
+
+    @property
+    def multiframe(self) -> bool:
+        return any(frame.frame is not None for frame in self.frames)
+
+
+def _mm(value: float) -> str:
+    return f"{value:.2f} mm"
 
 
 def sort_dicom_series(datasets: Iterable[Any], *, need_pixels: bool = True) -> DicomSeries:
-    """Order the slices of one series along their normal and derive the voxel grid.
+    """Order the planes of one series along their normal and derive the voxel grid.
 
+    Single-frame instances and enhanced multi-frame ones (planes from their functional groups)
+    are both read; localizers (``LOCALIZER`` in ImageType) are left out and listed in
+    ``skipped``; instances with no plane position (SEG, SR, presentation states) are ignored.
     With ``need_pixels=False`` metadata alone (WADO-RS metadata, no PixelData) is enough.
 
     Raises:
-        ImageReadError: no slices, several series, mixed orientations or sizes, uneven spacing.
+        ImageReadError: no planes, several series, mixed orientations or sizes, planes sharing a
+            position, or uneven spacing (the message names the gap and the instances around it).
     """
-    slices = [
-        ds for ds in datasets if (not need_pixels or "PixelData" in ds) and "ImagePositionPatient" in ds
-    ]
-    if not slices:
+    candidates = [ds for ds in datasets if (not need_pixels or "PixelData" in ds) and _has_position(ds)]
+    skipped = [(_describe(ds), "a localizer (ImageType LOCALIZER)") for ds in candidates if _is_localizer(ds)]
+    candidates = [ds for ds in candidates if not _is_localizer(ds)]
+    if not candidates:
+        if skipped:
+            raise ImageReadError("The series holds only localizer images, no image slices")
         raise ImageReadError("The archive holds no DICOM image slices")
     by_series: dict[str, list[Any]] = defaultdict(list)
-    for ds in slices:
+    for ds in candidates:
         by_series[str(getattr(ds, "SeriesInstanceUID", ""))].append(ds)
     if len(by_series) > 1:
         raise ImageReadError(f"The archive holds {len(by_series)} DICOM series; upload one series at a time")
-    orient = np.asarray(_float_list(slices[0], "ImageOrientationPatient", 6))
+    frames = [frame for ds in candidates for frame in _frames_of(ds)]
+    orient = frames[0].orientation
     row_dir, col_dir = orient[:3], orient[3:]
     normal = np.cross(row_dir, col_dir)
     if np.linalg.norm(normal) < 1e-6:
-        raise ImageReadError("The DICOM ImageOrientationPatient is degenerate")
-    positions = []
-    for ds in slices:
-        if not np.allclose(_float_list(ds, "ImageOrientationPatient", 6), orient, atol=1e-4):
-            raise ImageReadError("The DICOM slices have different orientations")
-        positions.append(np.asarray(_float_list(ds, "ImagePositionPatient", 3)))
-    order = np.argsort([float(p @ normal) for p in positions])
-    slices = [slices[i] for i in order]
-    positions = [positions[i] for i in order]
-    rows, cols = int(slices[0].Rows), int(slices[0].Columns)
-    if any(int(ds.Rows) != rows or int(ds.Columns) != cols for ds in slices):
-        raise ImageReadError("The DICOM slices have different sizes")
-    pixel_spacing = _float_list(slices[0], "PixelSpacing", 2)  # (row spacing, column spacing)
-    if len(slices) > 1:
-        steps = np.diff(np.asarray(positions), axis=0)
-        step = steps.mean(axis=0)
-        if np.linalg.norm(step) < 1e-6:
-            raise ImageReadError("Several DICOM slices share one position")
-        if np.max(np.linalg.norm(steps - step, axis=1)) > 0.01 * np.linalg.norm(step) + 1e-3:
-            raise ImageReadError("The DICOM slices are not evenly spaced (missing slices?)")
+        raise ImageReadError(f"The DICOM ImageOrientationPatient of {frames[0].describe()} is degenerate")
+    odd = [f for f in frames if not np.allclose(f.orientation, orient, atol=1e-4)]
+    if odd:
+        names = ", ".join(f.describe() for f in odd[:3]) + (
+            f" and {len(odd) - 3} more" if len(odd) > 3 else ""
+        )
+        raise ImageReadError(
+            f"The DICOM slices have different orientations: {names} differ from {frames[0].describe()} "
+            "(only localizers, marked LOCALIZER in ImageType, are left out)"
+        )
+    order = np.argsort([float(f.position @ normal) for f in frames], kind="stable")
+    frames = [frames[i] for i in order]
+    rows, cols = _plane_size(frames[0])
+    for frame in frames:
+        if _plane_size(frame) != (rows, cols):
+            raise ImageReadError(
+                f"The DICOM slices have different sizes: {frame.describe()} is {_plane_size(frame)} "
+                f"(rows, columns), {frames[0].describe()} is {(rows, cols)}"
+            )
+    pixel_spacing = frames[0].pixel_spacing  # (row spacing, column spacing)
+    if len(frames) > 1:
+        positions = np.asarray([f.position for f in frames])
+        steps = np.diff(positions, axis=0)
+        distances = steps @ normal
+        for k, distance in enumerate(distances):
+            if abs(distance) < 1e-3:
+                raise ImageReadError(
+                    f"Several DICOM slices share one position: {frames[k].describe()} and "
+                    f"{frames[k + 1].describe()} are both at {_mm(float(positions[k] @ normal))} along the "
+                    "normal (several echoes, phases or time points in one series?)"
+                )
+        step = np.median(steps, axis=0)
+        expected = float(step @ normal)
+        for k in range(len(steps)):
+            if np.linalg.norm(steps[k] - step) > 0.01 * np.linalg.norm(step) + 1e-3:
+                raise ImageReadError(
+                    "The DICOM slices are not evenly spaced: between "
+                    f"{frames[k].describe()} at {_mm(float(positions[k] @ normal))} and "
+                    f"{frames[k + 1].describe()} at {_mm(float(positions[k + 1] @ normal))} the step is "
+                    f"{_mm(float(distances[k]))} where the series' step is {_mm(expected)} "
+                    "(a missing slice, or uneven spacing: labelloop does not resample DICOM series)"
+                )
     else:
-        thickness = float(getattr(slices[0], "SliceThickness", 1.0) or 1.0)
-        step = normal * thickness
+        thickness = _rescale(
+            getattr(frames[0].dataset, "SliceThickness", None)
+            or (
+                _functional(frames[0].dataset, 0, "PixelMeasuresSequence", "SliceThickness")
+                if frames[0].frame is not None
+                else None
+            ),
+            1.0,
+        )
+        step = normal * (thickness or 1.0)
     lps = np.eye(4)
     lps[:3, 0] = row_dir * pixel_spacing[1]
     lps[:3, 1] = col_dir * pixel_spacing[0]
     lps[:3, 2] = step
-    lps[:3, 3] = positions[0]
+    lps[:3, 3] = frames[0].position
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    return DicomSeries(slices=slices, geometry=Geometry(shape=(cols, rows, len(slices)), affine=affine))
+    return DicomSeries(
+        frames=frames, geometry=Geometry(shape=(cols, rows, len(frames)), affine=affine), skipped=skipped
+    )
+
+
+def _plane_size(frame: DicomFrame) -> tuple[int, int]:
+    try:
+        return int(frame.dataset.Rows), int(frame.dataset.Columns)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ImageReadError(f"The DICOM {frame.describe()} has no usable Rows and Columns") from exc
+
+
+def _decoded(ds: Any) -> npt.NDArray[Any]:
+    """The instance's pixels: ``(rows, columns)``, or ``(frames, rows, columns)`` for multi-frame."""
+    try:
+        return np.asarray(ds.pixel_array)
+    except Exception as exc:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        named = f" (transfer syntax {syntax.name if hasattr(syntax, 'name') else syntax})" if syntax else ""
+        raise ImageReadError(
+            f"The DICOM pixel data of {_describe(ds)} cannot be decoded{named}: {exc}"
+        ) from exc
 
 
 def read_dicom_series(datasets: Iterable[Any], *, release: bool = False) -> Volume:
-    """Stack single-frame DICOM datasets of one series into a ``Volume``.
+    """Stack the planes of one DICOM series (single-frame or enhanced multi-frame) into a ``Volume``.
 
-    The result's ``array`` is ``(I, J, K)`` = (column, row, slice) with rescale slope and
-    intercept applied (int16 when they are integral and fit, else float32); the affine maps
-    to RAS millimetres. ``release``: drop each dataset's pixel data once it is copied (the
-    datasets are the caller's, so only when it will not use them again).
+    The result's ``array`` is ``(I, J, K)`` = (column, row, plane) with each plane's rescale slope
+    and intercept applied (int16 when they are integral and the values fit, else float32); the
+    affine maps to RAS millimetres. Localizers are left out (``sort_dicom_series``). Compressed
+    pixel data decodes with pydicom's handlers: RLE, JPEG baseline/extended (Pillow), JPEG
+    lossless (pylibjpeg-libjpeg), JPEG-LS (pyjpegls) and JPEG 2000 (Pillow). ``release``: drop each
+    dataset's pixel data once it is copied (the datasets are the caller's, so only when it will
+    not use them again).
     """
     series = sort_dicom_series(datasets)
-    slices = series.slices
-    slope = float(getattr(slices[0], "RescaleSlope", 1) or 1)
-    intercept = float(getattr(slices[0], "RescaleIntercept", 0) or 0)
-    integral = slope == int(slope) and intercept == int(intercept)
-    # Filled one slice at a time, each slice's stored pixels let go once copied: the peak is the
-    # stored pixels plus the volume, not several float64 copies of it.
+    frames = series.frames
+    integral = all(f.slope == int(f.slope) and f.intercept == int(f.intercept) for f in frames)
+    # Filled one instance at a time, each instance's decoded pixels let go once copied: the peak is
+    # one instance's pixels plus the volume, not several float64 copies of it.
     array: npt.NDArray[Any] = np.empty(series.geometry.shape, dtype=np.int16 if integral else np.float32)
-    for k, ds in enumerate(slices):
-        try:
-            plane = np.asarray(ds.pixel_array)
-        except Exception as exc:
-            raise ImageReadError(f"The DICOM pixel data cannot be decoded: {exc}") from exc
-        if plane.ndim != 2:
-            raise ImageReadError(
-                f"A DICOM slice has pixel data of shape {plane.shape}; one grey plane is needed"
+    planes_of: dict[int, list[tuple[int, DicomFrame]]] = defaultdict(list)
+    for k, frame in enumerate(frames):
+        planes_of[id(frame.dataset)].append((k, frame))
+    for ds in series.slices:
+        pixels = _decoded(ds)
+        for k, frame in planes_of[id(ds)]:
+            if frame.frame is None:
+                plane = pixels
+            elif pixels.ndim == 3 and frame.frame <= pixels.shape[0]:
+                plane = pixels[frame.frame - 1]
+            elif pixels.ndim == 2 and frame.frame == 1:
+                plane = pixels
+            else:
+                raise ImageReadError(f"The DICOM {frame.describe()} is not in its pixel data {pixels.shape}")
+            if plane.ndim != 2:
+                raise ImageReadError(
+                    f"The DICOM {frame.describe()} has pixel data of shape {plane.shape}; "
+                    "one grey plane is needed"
+                )
+            # float32 holds every integer up to 2^24 exactly, which covers stored pixels (at most 16
+            # bits) times an integral slope plus intercept whenever the result fits int16.
+            values: npt.NDArray[Any] = plane.T.astype(np.float32) * np.float32(frame.slope) + np.float32(
+                frame.intercept
             )
-        # float32 holds every integer up to 2^24 exactly, which covers stored pixels (at most 16 bits)
-        # times an integral slope plus intercept whenever the result fits int16.
-        values: npt.NDArray[Any] = plane.T.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-        if array.dtype == np.int16 and (values.min() < -32768 or values.max() > 32767):
-            array = array.astype(np.float32)  # the values need more than int16: keep them exact
-        array[:, :, k] = values
-        del plane, values
-        if release:  # the caller is done with the datasets: free each slice's pixels as we go
+            if array.dtype == np.int16 and (values.min() < -32768 or values.max() > 32767):
+                array = array.astype(np.float32)  # the values need more than int16: keep them exact
+            array[:, :, k] = values
+            del plane, values
+        del pixels
+        if release:  # the caller is done with the datasets: free each instance's pixels as we go
             if "PixelData" in ds:
                 del ds.PixelData
             if hasattr(ds, "_pixel_array"):
