@@ -108,6 +108,8 @@ def _services_on(settings: Settings, app: App, infer_tasks: dict[str, InferTask]
         description=app.description,
         remote=pacs,
         label_max=_label_max(app, infer_tasks),
+        writeback_retry_s=settings.dicomweb.writeback_interval_s,
+        writeback_timeout_s=settings.dicomweb.timeout_s,
     )
     registry = Registry(db, datastore.blobs)
     inference = InferenceService(infer_tasks, registry, settings.inference)
@@ -275,6 +277,11 @@ def _loops(settings: Settings, services: Services) -> list[tuple[float, str, Cal
                 "PACS refresh",
                 lambda: services.datastore.refresh_remote(settings.user),
             )
+        )
+        # Final labels are committed before their SEG is sent: what did not reach the PACS
+        # (down, or the server stopped in between) is sent again from the outbox.
+        loops.append(
+            (settings.dicomweb.writeback_interval_s, "PACS write-back", services.datastore.push_write_backs)
         )
     if settings.activelearning.reads > 1:
         # A crash between a read's save and its consensus leaves the consensus missing.

@@ -215,6 +215,17 @@ class DicomWebSettings(BaseModel):
     timeout_s: float = Field(30.0, gt=0, description="Timeout of each request to the PACS")
     cache_bytes: int = Field(20 * 1024**3, gt=0, description="Disk budget of retrieved series, bytes")
     refresh_interval_s: float = Field(60.0, gt=0, description="How often new series and SEGs are looked for")
+    wado_uri_url: str | None = Field(
+        None,
+        description="The PACS's WADO-URI endpoint, which /proxy/dicom/wado relays to (default: for a "
+        "studies URL ending in /dicom-web, its sibling /wado, as Orthanc serves it)",
+    )
+    writeback_interval_s: float = Field(
+        15.0,
+        gt=0,
+        description="How often the SEGs of saved final labels that have not reached the PACS are sent "
+        "again; each SEG's own retries back off from this to an hour",
+    )
 
 
 class Settings(BaseSettings):

@@ -197,7 +197,9 @@ def test_a_corrupt_or_non_image_instance_is_skipped_not_fatal(
     assert requests.get(f"{server.url}/info/", timeout=10).status_code == 200
 
 
-def test_a_label_the_pacs_refuses_is_not_saved(make_server: ServerFactory, tmp_path: Path) -> None:
+def test_a_label_saved_while_the_pacs_is_down_is_kept_and_queued_for_it(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
     own, stop = start_orthanc()
     try:
         ct, ct_label, ct_series = _case(8, "PAT-R")
@@ -219,7 +221,15 @@ def test_a_label_the_pacs_refuses_is_not_saved(make_server: ServerFactory, tmp_p
             files={"label": (label_path.name, f)},
             timeout=60,
         )
-    assert answer.status_code == 502 and "PACS" in answer.json()["detail"]
-    assert requests.get(f"{server.url}/datastore/", timeout=10).json()["completed"] == 0
+    # The annotator's work is kept (the SEG is built from the metadata kept at registration)
+    # and its SEG waits in the outbox for the PACS.
+    assert answer.status_code == 200, answer.text
+    write_back = answer.json()["write_back"]
+    assert write_back["state"] == "pending" and "PACS" in write_back["reason"]
+    assert requests.get(f"{server.url}/datastore/", timeout=10).json()["completed"] == 1
     history = requests.get(f"{server.url}/datastore/label/versions", params={"image": series_uid}, timeout=10)
-    assert history.json() == [], "the save failed as a whole: no version without its SEG"
+    assert history.json()[0]["info"]["seg_sop_instance_uid"] == write_back["seg_sop_instance_uid"]
+    status = requests.get(f"{server.url}/datastore/pacs", timeout=10).json()
+    assert status["segs"]["out"]["pending"] == 1
+    (item,) = [i for i in status["attention"] if i["direction"] == "out"]
+    assert item["image"] == series_uid and item["state"] == "pending" and item["next_attempt_at"]

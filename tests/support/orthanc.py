@@ -157,7 +157,9 @@ def _with_preamble(ds: Dataset) -> Dataset:
     return framed
 
 
-def _config(base: Path, port: int, plugin: str, users: Mapping[str, str], stable_age: int) -> dict[str, Any]:
+def _config(
+    base: Path, port: int, plugin: str, users: Mapping[str, str], stable_age: int, lua: Sequence[Path] = ()
+) -> dict[str, Any]:
     storage = base / "storage"
     return {
         "Name": "labelloop-test",
@@ -177,7 +179,7 @@ def _config(base: Path, port: int, plugin: str, users: Mapping[str, str], stable
         "OrthancExplorerEnabled": False,
         "WebDavEnabled": False,
         "HttpThreadsCount": 8,
-        "LuaScripts": [],
+        "LuaScripts": [str(path) for path in lua],
     }
 
 
@@ -186,6 +188,7 @@ def start_orthanc(
     *,
     stable_age: int = 1,
     timeout: float = 30.0,
+    lua: str | None = None,
 ) -> tuple[OrthancServer, Callable[[], None]]:
     """Start Orthanc with DICOMweb on a free port; returns the server and its ``stop``.
 
@@ -193,6 +196,8 @@ def start_orthanc(
         users: HTTP basic-auth users (username -> password); none turns authentication off.
         stable_age: seconds without new instances before Orthanc calls a series stable.
         timeout: seconds to wait for ``GET /system`` to answer.
+        lua: a Lua script Orthanc runs (its callbacks, e.g. ``ReceivedInstanceFilter``); the
+            placeholder ``{base}`` is replaced by Orthanc's temp folder.
 
     ``stop()`` kills Orthanc and deletes its temp folder (index and storage with it).
 
@@ -208,7 +213,12 @@ def start_orthanc(
     port = free_port()
     server = OrthancServer(url=f"http://127.0.0.1:{port}", port=port, base=base, users=dict(users or {}))
     config = base / "orthanc.json"
-    config.write_text(json.dumps(_config(base, port, plugin, server.users, stable_age), indent=2))
+    scripts = []
+    if lua is not None:
+        script = base / "hooks.lua"
+        script.write_text(lua.replace("{base}", str(base)))
+        scripts.append(script)
+    config.write_text(json.dumps(_config(base, port, plugin, server.users, stable_age, scripts), indent=2))
     log = open(server.log, "wb")
     started = time.monotonic()
     process = subprocess.Popen(

@@ -168,7 +168,7 @@ def _dicom_seg(services: Services, image_id: str, model: str, result: InferResul
     record = services.datastore.images.get(image_id)
     author = SegAuthor(creator=user, model=model, model_version=result.model_version)
     label = np.asarray(result.output.label, dtype=np.uint8)
-    _, content = services.pacs.seg_bytes(record.location, label, author)
+    _, _, content = services.pacs.prepare_seg(record.location, label, author)
     filename = f"{image_id}_{model}.dcm"
     return Response(
         content,

@@ -70,6 +70,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/model/info/{model}"): USER,
     ("GET", "/model/{model}/versions"): USER,
     ("GET", "/proxy/dicom/qido/{path:path}"): USER,
+    ("GET", "/proxy/dicom/wado"): USER,
     ("GET", "/proxy/dicom/wado/{path:path}"): USER,
     ("GET", "/proxy/dicom/{path:path}"): USER,
     # annotating: upload images, save labels and label info, store DICOM to the PACS
@@ -80,10 +81,12 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("PUT", "/datastore/label/info"): ANNOTATOR,
     ("PUT", "/datastore/updatelabelinfo"): ANNOTATOR,
     ("POST", "/proxy/dicom/stow/{path:path}"): ANNOTATOR,
+    ("POST", "/proxy/dicom/wado/{path:path}"): ANNOTATOR,
     ("POST", "/proxy/dicom/{path:path}"): ANNOTATOR,
     # reviewing: everyone's work, dataset export
     ("GET", "/activelearning/leases"): REVIEWER,
     ("GET", "/datastore/progress"): REVIEWER,
+    ("GET", "/datastore/pacs"): REVIEWER,
     ("GET", "/activelearning/skips"): REVIEWER,
     ("GET", "/activelearning/agreement"): REVIEWER,
     ("GET", "/datastore/dataset"): REVIEWER,

@@ -2,19 +2,24 @@
 
 Unlike the reference (its bug 12): the query string and the ``Accept`` header are kept, requests
 time out, and the client's ``Authorization`` never reaches the PACS; only the configured PACS
-credentials do.
+credentials do. ``wado/`` and ``qido/`` are OHIF's roots and are stripped; a ``POST`` on the WADO
+root is STOW-RS (OHIF stores a SEG as ``POST {wadoRoot}/studies``); ``GET /proxy/dicom/wado?...``
+is WADO-URI, relayed to ``dicomweb.wado_uri_url``. A SEG stored through the proxy becomes a label
+version of the person who stored it as soon as the PACS has it (``workflows.save_stowed_segs``).
 """
 
 from __future__ import annotations
 
+import anyio
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from labelloop.api import schemas
-from labelloop.api.deps import ServicesDep
+from labelloop.api.deps import PrincipalDep, ServicesDep, client_provenance
 from labelloop.api.schemas import errors
 from labelloop.errors import FeatureDisabledError, PayloadTooLargeError
+from labelloop.workflows import save_stowed_segs
 
 __all__ = ["router"]
 
@@ -43,11 +48,29 @@ _RELAYED_RESPONSE = (
 )
 
 
-async def _forward(services: ServicesDep, request: Request, path: str) -> Response:
+def _wado_uri_url(services: ServicesDep) -> str:
+    settings = services.settings
+    if settings.dicomweb.wado_uri_url:
+        return settings.dicomweb.wado_uri_url
+    studies = (settings.studies or "").rstrip("/")
+    if studies.endswith("/dicom-web"):  # Orthanc's layout: WADO-URI beside the DICOMweb root
+        return studies[: -len("/dicom-web")] + "/wado"
+    raise FeatureDisabledError(
+        "WADO-URI needs the PACS's WADO-URI URL "
+        "(setting dicomweb.wado_uri_url, LABELLOOP_DICOMWEB__WADO_URI_URL)"
+    )
+
+
+async def _forward(
+    services: ServicesDep, request: Request, path: str, *, base: str | None = None
+) -> Response:
     settings = services.settings
     if services.pacs is None or not settings.studies:
         raise FeatureDisabledError("The DICOMweb proxy needs a DICOMweb studies URL (--studies http://...)")
-    target = f"{settings.studies.rstrip('/')}/{path.lstrip('/')}"
+    root = (base or settings.studies).rstrip("/")
+    target = f"{root}/{path.lstrip('/')}" if path else root
+    if request.url.query:  # as the client encoded it (Orthanc's WADO-URI reads "/" but not "%2F")
+        target = f"{target}?{request.url.query}"
     headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED_REQUEST}
     body = await request.body() if request.method == "POST" else None
     if body is not None and len(body) > settings.datastore.upload_max_bytes:
@@ -57,9 +80,7 @@ async def _forward(services: ServicesDep, request: Request, path: str) -> Respon
         auth = httpx.BasicAuth(settings.dicomweb.username, settings.dicomweb.password or "")
     try:
         async with httpx.AsyncClient(timeout=settings.dicomweb.timeout_s, auth=auth) as client:
-            answer = await client.request(
-                request.method, target, params=request.query_params, headers=headers, content=body
-            )
+            answer = await client.request(request.method, target, headers=headers, content=body)
     except httpx.TimeoutException:
         return Response(b'{"detail":"The PACS did not answer in time"}', 504, media_type="application/json")
     except httpx.HTTPError as exc:
@@ -71,9 +92,33 @@ async def _forward(services: ServicesDep, request: Request, path: str) -> Respon
     return Response(answer.content, answer.status_code, headers=relayed)
 
 
+async def _stow(services: ServicesDep, principal: PrincipalDep, request: Request, path: str) -> Response:
+    """Relay a STOW-RS; once the PACS has accepted it, its SEGs become label versions at once."""
+    answer = await _forward(services, request, path)
+    content_type = request.headers.get("content-type", "")
+    if 200 <= answer.status_code < 300 and services.pacs is not None and "multipart/related" in content_type:
+        body = await request.body()  # read once by _forward; Starlette keeps it
+        provenance = client_provenance({}, principal)
+        await anyio.to_thread.run_sync(
+            save_stowed_segs,
+            services.datastore,
+            services.activelearning,
+            services.pacs,
+            body,
+            content_type,
+            provenance,
+        )
+    return answer
+
+
 @router.get("/qido/{path:path}", summary="QIDO-RS (OHIF's qidoRoot)", response_class=Response)
 async def proxy_qido(services: ServicesDep, request: Request, path: str) -> Response:
     return await _forward(services, request, path)
+
+
+@router.get("/wado", summary="WADO-URI (OHIF's wadoUriRoot: ?requestType=WADO&...)", response_class=Response)
+async def proxy_wado_uri(services: ServicesDep, request: Request) -> Response:
+    return await _forward(services, request, "", base=_wado_uri_url(services))
 
 
 @router.get("/wado/{path:path}", summary="WADO-RS (OHIF's wadoRoot)", response_class=Response)
@@ -81,9 +126,18 @@ async def proxy_wado(services: ServicesDep, request: Request, path: str) -> Resp
     return await _forward(services, request, path)
 
 
+@router.post(
+    "/wado/{path:path}", summary="STOW-RS on the WADO root (how OHIF stores a SEG)", response_class=Response
+)
+async def proxy_wado_stow(
+    services: ServicesDep, principal: PrincipalDep, request: Request, path: str
+) -> Response:
+    return await _stow(services, principal, request, path)
+
+
 @router.post("/stow/{path:path}", summary="STOW-RS", response_class=Response)
-async def proxy_stow(services: ServicesDep, request: Request, path: str) -> Response:
-    return await _forward(services, request, path)
+async def proxy_stow(services: ServicesDep, principal: PrincipalDep, request: Request, path: str) -> Response:
+    return await _stow(services, principal, request, path)
 
 
 @router.get("/{path:path}", summary="Any DICOMweb read", response_class=Response)
@@ -91,6 +145,6 @@ async def proxy(services: ServicesDep, request: Request, path: str) -> Response:
     return await _forward(services, request, path)
 
 
-@router.post("/{path:path}", summary="Any DICOMweb write", response_class=Response)
-async def proxy_post(services: ServicesDep, request: Request, path: str) -> Response:
-    return await _forward(services, request, path)
+@router.post("/{path:path}", summary="Any DICOMweb write (STOW-RS on studies/...)", response_class=Response)
+async def proxy_post(services: ServicesDep, principal: PrincipalDep, request: Request, path: str) -> Response:
+    return await _stow(services, principal, request, path)

@@ -2,7 +2,19 @@
 
 from fastapi import APIRouter
 
-from labelloop.api import activelearning, datastore, infer, info, logs, model, progress, proxy, session, tasks
+from labelloop.api import (
+    activelearning,
+    datastore,
+    infer,
+    info,
+    logs,
+    model,
+    pacs,
+    progress,
+    proxy,
+    session,
+    tasks,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -10,6 +22,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     info.router,
     datastore.router,
     progress.router,
+    pacs.router,
     infer.router,
     activelearning.router,
     model.router,

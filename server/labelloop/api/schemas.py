@@ -381,6 +381,12 @@ class LabelSavedRead(BaseModel):
     reads_needed: int | None = None
     agreement: dict[str, Any] | None = None
     final_version: int | None = None
+    write_back: dict[str, Any] | None = Field(
+        None,
+        description="A final label of a PACS image: its DICOM SEG's way to the PACS. `state` stored, or "
+        "pending (the PACS did not take it yet: `reason`, and `next_attempt_at` for the next try; "
+        "the label is saved either way), or failed (the PACS refused it)",
+    )
 
 
 def _reads(outcome: ReadsOutcome) -> dict[str, Any]:
@@ -400,6 +406,16 @@ def label_saved(saved: LabelSaved) -> LabelSavedRead:
         fields["lease_ended"] = saved.lease_ended
     if saved.reads is not None:
         fields.update(_reads(saved.reads))
+    if saved.write_back is not None:
+        wb = saved.write_back
+        fields["write_back"] = {
+            "state": wb.state,
+            "seg_sop_instance_uid": wb.sop_instance_uid,
+            "seg_series_uid": wb.series_uid,
+            "attempts": wb.attempts,
+            "reason": wb.reason,
+            "next_attempt_at": wb.next_attempt_at if wb.state == "pending" else None,
+        }
     return LabelSavedRead(**fields)
 
 

@@ -14,8 +14,9 @@ from labelloop.datastore.records import (
     SessionRecord,
 )
 from labelloop.datastore.runs import InferenceRun, InferenceRuns
+from labelloop.datastore.segs import PacsSegs, SegRecord, SeriesSkip
 from labelloop.datastore.service import Datastore
-from labelloop.datastore.sources.dicomweb import DicomWebSource, PacsError, SeriesRef
+from labelloop.datastore.sources.dicomweb import DicomWebSource, PacsError, SeriesRef, stow_datasets
 from labelloop.datastore.sources.folder import ImportReport, studies_id
 from labelloop.datastore.sources.pacs import PacsLink, RefreshReport
 
@@ -38,8 +39,11 @@ __all__ = [
     "LabelVersion",
     "PacsError",
     "PacsLink",
+    "PacsSegs",
     "Provenance",
     "RefreshReport",
+    "SegRecord",
+    "SeriesSkip",
     "SeriesRef",
     "SessionRecord",
     "label_progress",
@@ -47,6 +51,7 @@ __all__ = [
     "read_image",
     "read_label",
     "sha256_file",
+    "stow_datasets",
     "studies_id",
     "validate_id",
     "validate_tag",

@@ -147,6 +147,12 @@ class BlobStore:
             raise
         return digest.hexdigest(), size
 
+    def put_bytes(self, key: str, data: bytes) -> tuple[str, int]:
+        """Store ``data`` at ``key`` atomically (durably, as ``put``); returns ``(sha256, size_bytes)``."""
+        with self.scratch(".partial") as scratch:
+            scratch.write_bytes(data)
+            return self.put(key, scratch, move=True)
+
     def _move(self, source: Path, target: Path) -> tuple[str, int]:
         digest = hashlib.sha256()
         size = 0

@@ -27,6 +27,7 @@ from labelloop.datastore.records import (
     Provenance,
     check_info_size,
 )
+from labelloop.datastore.segs import PacsSegs, StagedSeg
 from labelloop.errors import ConflictError, InvalidParamsError, LabelConflictError, LabelNotFoundError
 from labelloop.imaging import read_volume
 from labelloop.imaging.dicomseg import SegAuthor
@@ -55,6 +56,7 @@ class _Staged:
     size: int
     provenance: Provenance
     params: dict[str, Any]
+    seg: StagedSeg | None = None
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,10 @@ def _decode_cursor(cursor: str) -> tuple[float, int]:
 class LabelStore:
     """Save, read, annotate and retire label versions."""
 
-    def __init__(self, ctx: Context, images: ImageStore) -> None:
+    def __init__(self, ctx: Context, images: ImageStore, segs: PacsSegs) -> None:
         self._ctx = ctx
         self._images = images
+        self._segs = segs
 
     def _record(self, row: RowMapping) -> LabelVersion:
         return LabelVersion(
@@ -155,12 +158,19 @@ class LabelStore:
         try:
             with self._ctx.db.write() as conn:
                 version = self._insert_in(conn, image, tag, staged, if_match, create_only)
+                if staged.seg is not None:
+                    self._segs.add_in(conn, staged.seg, image.id, tag, version.version)
                 if in_transaction is not None:
                     in_transaction(conn, version)
-                return version
         except BaseException:
             self._ctx.blobs.delete(staged.key)
+            if staged.seg is not None:
+                self._ctx.blobs.delete(staged.seg.key)
             raise
+        if staged.seg is not None and self._ctx.remote is not None:
+            # Committed: now the PACS gets the SEG (else the periodic write-back retries it).
+            self._segs.push(staged.seg.sop_instance_uid, self._ctx.remote.push_seg)
+        return version
 
     def _stage(
         self, image: ImageRecord, tag: str, file: LabelFile, provenance: Provenance, write_back: bool
@@ -170,16 +180,27 @@ class LabelStore:
         with accept_label(
             file.path, file.filename, image.geometry, self._ctx.blobs, self._ctx.decoder
         ) as accepted:
+            seg = None
             if image.remote and tag == DEFAULT_TAG and write_back and self._ctx.remote is not None:
                 author = SegAuthor(
                     creator=provenance.holder, model=provenance.model, model_version=provenance.model_version
                 )
                 label_array = np.asarray(read_volume(accepted.file).array)
-                params.update(self._ctx.remote.export_label(image.location, label_array, author))
+                uid, series_uid, raw = self._ctx.remote.prepare_seg(image.location, label_array, author)
+                seg = StagedSeg(uid, series_uid, self._ctx.blobs.new_key("segs", f"{uid}.dcm"))
+                self._ctx.blobs.put_bytes(seg.key, raw)
+                params.update(seg_series_uid=series_uid, seg_sop_instance_uid=uid)
             name = f"{image.id}{accepted.ext}"
             key = self._ctx.blobs.new_key("labels", name)
-            sha256, size = self._ctx.blobs.put(key, accepted.file, move=file.disposable or accepted.converted)
-        return _Staged(key, name, accepted.ext, sha256, size, provenance, params)
+            try:
+                sha256, size = self._ctx.blobs.put(
+                    key, accepted.file, move=file.disposable or accepted.converted
+                )
+            except BaseException:
+                if seg is not None:
+                    self._ctx.blobs.delete(seg.key)
+                raise
+        return _Staged(key, name, accepted.ext, sha256, size, provenance, params, seg)
 
     def _insert_in(
         self,

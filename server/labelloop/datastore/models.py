@@ -25,7 +25,16 @@ from sqlalchemy import (
 
 from labelloop.db import ID, metadata
 
-__all__ = ["counters", "images", "inference_runs", "label_versions", "labels", "sessions"]
+__all__ = [
+    "counters",
+    "images",
+    "inference_runs",
+    "label_versions",
+    "labels",
+    "pacs_segs",
+    "pacs_skipped_series",
+    "sessions",
+]
 
 images = Table(
     "images",
@@ -147,4 +156,44 @@ inference_runs = Table(
     Column("model", String(128), primary_key=True),
     Column("model_version", Integer, nullable=True),
     Column("created_at", Float, nullable=False),
+)
+
+
+#: DICOM SEGs exchanged with the PACS. ``direction`` ``out``: a final label written back, an
+#: outbox row committed with its label version (``state`` pending -> stored, or failed when the
+#: PACS refuses it; ``seg_key`` holds the SEG's bytes until stored). ``in``: a SEG found in the
+#: PACS (``state`` imported, with the version it became, or skipped, with the reason), so no SEG
+#: instance is read twice.
+pacs_segs = Table(
+    "pacs_segs",
+    metadata,
+    Column("sop_instance_uid", String(128), primary_key=True),
+    Column("series_uid", String(128), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("image_id", ID, nullable=True),
+    Column("tag", String(64), nullable=True),
+    Column("version", Integer, nullable=True),
+    Column("seg_key", String(512), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("reason", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("next_attempt_at", Float, nullable=True),
+    Column("claimed_until", Float, nullable=True),
+    Index("ix_pacs_segs_due", "state", "next_attempt_at"),
+    Index("ix_pacs_segs_series", "series_uid"),
+)
+
+#: Image series of the PACS that cannot be used (uneven slices, no geometry...), with the number
+#: of instances they had: not fetched again until that number changes.
+pacs_skipped_series = Table(
+    "pacs_skipped_series",
+    metadata,
+    Column("series_uid", String(128), primary_key=True),
+    Column("study_uid", String(128), nullable=False),
+    Column("instances", Integer, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
 )

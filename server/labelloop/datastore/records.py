@@ -23,6 +23,7 @@ __all__ = [
     "SessionRecord",
     "Context",
     "RemoteImages",
+    "StoreOutcome",
     "REMOTE_PREFIX",
 ]
 
@@ -34,9 +35,24 @@ class RemoteImages(Protocol):
 
     def local_path(self, location: str) -> Path: ...
 
-    def export_label(self, location: str, label: Any, author: Any) -> dict[str, Any]:
-        """Write a final label back (a DICOM SEG); returns what to record with the version."""
+    def prepare_seg(self, location: str, label: Any, author: Any) -> tuple[str, str, bytes]:
+        """A final label as a DICOM SEG, built and checked but not sent:
+        ``(SOPInstanceUID, SeriesInstanceUID, Part 10 bytes)``."""
         ...
+
+    def push_seg(self, raw: bytes) -> StoreOutcome:
+        """Send a SEG (Part 10 bytes) to the PACS by STOW-RS."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """What a STOW-RS of a SEG gave: stored, or not (``permanent``: the PACS refused it, so
+    trying again will not help)."""
+
+    stored: bool
+    error: str | None = None
+    permanent: bool = False
 
 
 REMOTE_PREFIX = "dicomweb:"

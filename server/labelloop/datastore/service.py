@@ -16,6 +16,7 @@ from labelloop.datastore.labels import LabelStore
 from labelloop.datastore.models import images, label_versions
 from labelloop.datastore.records import Context, RemoteImages
 from labelloop.datastore.runs import InferenceRuns
+from labelloop.datastore.segs import PacsSegs
 from labelloop.datastore.sessions import SessionStore
 from labelloop.datastore.sources.folder import ImportReport, Progress, import_folder
 from labelloop.datastore.sources.pacs import PacsLink, RefreshReport
@@ -46,6 +47,8 @@ class Datastore:
         clock: Callable[[], float] = time.time,
         remote: RemoteImages | None = None,
         label_max: int | None = None,
+        writeback_retry_s: float = 15.0,
+        writeback_timeout_s: float = 60.0,
     ) -> None:
         self.db = db
         settings = settings or DatastoreSettings()
@@ -58,7 +61,8 @@ class Datastore:
             remote=remote,
         )
         self.images = ImageStore(self.ctx)
-        self.labels = LabelStore(self.ctx, self.images)
+        self.segs = PacsSegs(self.ctx, retry_after_s=writeback_retry_s, claim_s=writeback_timeout_s)
+        self.labels = LabelStore(self.ctx, self.images, self.segs)
         self.sessions = SessionStore(self.ctx, session_settings or SessionSettings())
         self.runs = InferenceRuns(self.ctx)
         self.views = Views(self.ctx, name, description)
@@ -89,8 +93,9 @@ class Datastore:
                 row.location
                 for row in conn.execute(select(images.c.location).where(images.c.owned.is_(True)))
             }
+        known |= self.segs.keys()
         orphans = 0
-        for kind in ("labels", "images"):
+        for kind in ("labels", "images", "segs"):
             for key in list(self.blobs.keys_under(kind, older_than_s=orphan_after_s)):
                 if key not in known:
                     self.blobs.delete(key)
@@ -102,7 +107,14 @@ class Datastore:
         remote = self.ctx.remote
         if not isinstance(remote, PacsLink):
             return None
-        return remote.refresh(self.images, self.labels, self.blobs, user)
+        return remote.refresh(self.images, self.labels, self.segs, self.blobs, user)
+
+    def push_write_backs(self) -> int:
+        """Send the PACS the SEGs of committed final labels it does not have yet (due retries)."""
+        remote = self.ctx.remote
+        if not isinstance(remote, PacsLink):
+            return 0
+        return self.segs.push_due(remote.push_seg)
 
     def import_folder(self, folder: Path, *, user: str, progress: Progress | None = None) -> ImportReport:
         """Register a MONAI Label-style studies folder in place (incremental)."""

@@ -26,6 +26,7 @@ from labelloop.datastore import (
     LabelFile,
     LabelVersion,
     Provenance,
+    SegRecord,
     validate_id,
     validate_tag,
 )
@@ -44,6 +45,9 @@ class LabelSave:
         file: the label file, on the image's voxel grid.
         provenance: who saves it and from which model output it started.
         if_match: the ``If-Match`` ETags (``["*"]``: any version), or ``None`` to save unconditionally.
+        pacs_seg: ``(SOPInstanceUID, SeriesInstanceUID)`` of the DICOM SEG in the PACS that the
+            label is (stored there by the client): it is not written back again, and is recorded
+            as imported with the version.
     """
 
     image_id: str
@@ -51,6 +55,7 @@ class LabelSave:
     file: LabelFile
     provenance: Provenance
     if_match: list[str] | None = None
+    pacs_seg: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,14 @@ class LabelSaved:
         version: the new label version (its ``tag`` is the one it was saved under).
         lease_ended: whether the save ended the holder's lease; ``None`` when the tag ends none.
         reads: double reading's state after a read, else ``None``.
+        write_back: for a final label of a PACS image, its SEG's way to the PACS (stored, or
+            pending with the reason and the next try), else ``None``.
     """
 
     version: LabelVersion
     lease_ended: bool | None = None
     reads: ReadsOutcome | None = None
+    write_back: SegRecord | None = None
 
 
 def save_label(datastore: Datastore, activelearning: ActiveLearning, request: LabelSave) -> LabelSaved:
@@ -88,6 +96,11 @@ def save_label(datastore: Datastore, activelearning: ActiveLearning, request: La
             )
         if activelearning.ends_lease(tag):
             ended.append(activelearning.end_lease_in(conn, image_id, holder))
+        if request.pacs_seg is not None:
+            uid, series = request.pacs_seg
+            datastore.segs.record_import(
+                conn, uid, series, image_id=image_id, tag=version.tag, version=version.version
+            )
 
     version = datastore.labels.save(
         image_id,
@@ -95,10 +108,12 @@ def save_label(datastore: Datastore, activelearning: ActiveLearning, request: La
         request.file,
         provenance,
         if_match=request.if_match,
+        write_back=request.pacs_seg is None,
         in_transaction=in_transaction,
     )
     reads = activelearning.complete_reads(image_id) if activelearning.is_read(tag) else None
-    return LabelSaved(version, ended[0] if ended else None, reads)
+    write_back = datastore.segs.for_version(version.image_id, version.tag, version.version)
+    return LabelSaved(version, ended[0] if ended else None, reads, write_back)
 
 
 def linked_to_last_inference(

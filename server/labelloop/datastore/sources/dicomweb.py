@@ -7,7 +7,9 @@ A series' image id is its SeriesInstanceUID; its location in the catalogue is
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -22,7 +24,15 @@ from labelloop.errors import LabelloopError, NotFoundError
 from labelloop.imaging import Geometry, read_dicom_series, sort_dicom_series, write_volume
 from labelloop.settings import DicomWebSettings
 
-__all__ = ["DicomWebSource", "SeriesRef", "PacsError", "LOCATION_PREFIX", "series_location", "parse_location"]
+__all__ = [
+    "DicomWebSource",
+    "SeriesRef",
+    "PacsError",
+    "LOCATION_PREFIX",
+    "series_location",
+    "parse_location",
+    "stow_datasets",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +41,10 @@ _INFO_FIELDS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Modality"
 
 
 class PacsError(LabelloopError):
-    """The PACS did not answer as expected."""
+    """The PACS did not answer as expected. ``refused``: it answered, and said no (trying the same
+    request again will not help)."""
+
+    refused: bool = False
 
 
 def series_location(study_uid: str, series_uid: str) -> str:
@@ -42,6 +55,33 @@ def parse_location(location: str) -> tuple[str, str]:
     """``dicomweb:<study>/<series>`` -> ``(study, series)``."""
     study, _, series = location[len(LOCATION_PREFIX) :].partition("/")
     return study, series
+
+
+def stow_datasets(body: bytes, content_type: str) -> list[Any]:
+    """The DICOM instances of a STOW-RS request body (``multipart/related; type="application/dicom"``);
+    parts that are not DICOM (metadata, bulk data) are left out."""
+    import email.parser
+    import email.policy
+    import io
+
+    import pydicom
+
+    if not content_type.lower().startswith("multipart/related"):
+        return []
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    datasets = []
+    for part in message.iter_parts() if message.is_multipart() else []:
+        if part.get_content_type() != "application/dicom":
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        try:
+            datasets.append(pydicom.dcmread(io.BytesIO(payload)))
+        except Exception:
+            logger.info("a STOW-RS part is not a DICOM instance; left out")
+    return datasets
 
 
 def _value(item: dict[str, Any], tag: str) -> str | None:
@@ -64,6 +104,7 @@ _TAGS = {
     "StudyDate": "00080020",
     "StudyTime": "00080030",
     "SeriesDescription": "0008103E",
+    "NumberOfSeriesRelatedInstances": "00201209",
 }
 
 
@@ -140,25 +181,46 @@ class DicomWebSource:
                     found.setdefault(ref.series_uid, ref)
         return list(found.values())
 
-    def metadata(self, ref: SeriesRef) -> list[Any]:
-        """The series' instances without pixel data (WADO-RS metadata), as pydicom datasets."""
+    def metadata(self, ref: SeriesRef, *, fresh: bool = False) -> list[Any]:
+        """The series' instances without pixel data (WADO-RS metadata), as pydicom datasets.
+
+        The metadata of a registered series is kept on disk (``<series>.meta.json.gz``, a few KB a
+        slice), so a label's SEG can be built while the PACS is down; ``fresh`` asks the PACS.
+        """
         from pydicom import Dataset
 
-        with self._calling(f"send the metadata of series {ref.series_uid}"):
-            items = self.client().retrieve_series_metadata(ref.study_uid, ref.series_uid)
-        # Bulk data (pixels) is only referenced in metadata; leave it out rather than fetch it.
-        return [
-            Dataset.from_json({tag: value for tag, value in item.items() if "BulkDataURI" not in value})
-            for item in items
-        ]
+        cached = self.cache_dir / f"{ref.series_uid}.meta.json.gz"
+        items: list[dict[str, Any]] | None = None
+        if not fresh and cached.is_file():
+            try:
+                items = json.loads(gzip.decompress(cached.read_bytes()))
+            except (OSError, ValueError, EOFError):
+                items = None  # damaged: asked for again
+        if items is None:
+            with self._calling(f"send the metadata of series {ref.series_uid}"):
+                items = self.client().retrieve_series_metadata(ref.study_uid, ref.series_uid)
+            # Bulk data (pixels) is only referenced in metadata; leave it out rather than fetch it.
+            items = [
+                {tag: value for tag, value in item.items() if "BulkDataURI" not in value} for item in items
+            ]
+            partial = cached.with_name(f".{uuid.uuid4().hex}.meta.json.gz")
+            try:
+                partial.write_bytes(gzip.compress(json.dumps(items).encode(), compresslevel=6))
+                os.replace(partial, cached)
+            finally:
+                partial.unlink(missing_ok=True)
+        return [Dataset.from_json(item) for item in items]
 
     def geometry(self, ref: SeriesRef) -> tuple[Geometry, str, list[Any]]:
-        """Grid, content identity and sorted metadata of a series, from metadata alone.
+        """Grid, content identity and sorted metadata of a series, from its metadata (fresh from
+        the PACS, and kept).
 
         The identity is the SHA-256 of the sorted SOPInstanceUIDs: DICOM instances never change
         under the same UID, so a series with the same instances has the same content.
         """
-        series = sort_dicom_series(self.metadata(ref), need_pixels=False)
+        series = sort_dicom_series(self.metadata(ref, fresh=True), need_pixels=False)
+        for name, reason in series.skipped:
+            logger.info("series %s: %s left out: %s", ref.series_uid, name, reason)
         uids = sorted(str(ds.SOPInstanceUID) for ds in series.slices)
         identity = hashlib.sha256("\n".join(uids).encode()).hexdigest()
         return series.geometry, identity, series.slices
@@ -220,9 +282,44 @@ class DicomWebSource:
             path.unlink(missing_ok=True)
             logger.info("evicted cached series %s", path.name)
 
+    def instance_uids(self, study_uid: str, series_uid: str) -> list[str]:
+        """The SOPInstanceUIDs of a series (QIDO-RS, all pages)."""
+        with self._calling(f"list the instances of series {series_uid}"):
+            items = self.client().search_for_instances(
+                study_uid, series_uid, fields=["00080018"], get_remaining=True
+            )
+        return [uid for item in items if (uid := _value(item, "00080018"))]
+
+    def retrieve_instance(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> Any:
+        """One instance with its pixel data (WADO-RS)."""
+        with self._calling(f"send instance {sop_instance_uid}"):
+            return self.client().retrieve_instance(study_uid, series_uid, sop_instance_uid)
+
     # ------------------------------------------------------------ writing back
 
     def store(self, datasets: Sequence[Any]) -> None:
-        """STOW-RS the datasets (DICOM SEG) to the PACS."""
-        with self._calling("store the DICOM SEG"):
-            self.client().store_instances(list(datasets))
+        """STOW-RS the datasets (DICOM SEG) to the PACS.
+
+        Raises:
+            PacsError: the PACS could not be reached, refused them (``refused``: an HTTP 4xx other
+                than 408 and 429, or failed SOP instances in its answer), or failed.
+        """
+        import requests
+
+        try:
+            answer = self.client().store_instances(list(datasets))
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            error = PacsError(f"The PACS refused to store the DICOM SEG: HTTP {status}")
+            error.refused = 400 <= status < 500 and status not in (408, 429)
+            raise error from exc
+        except Exception as exc:
+            raise PacsError(f"The PACS failed to store the DICOM SEG: {type(exc).__name__}: {exc}") from exc
+        failed = getattr(answer, "FailedSOPSequence", None) if answer is not None else None
+        if failed:
+            reasons = sorted({str(getattr(item, "FailureReason", "?")) for item in failed})
+            error = PacsError(
+                f"The PACS refused to store the DICOM SEG (failure reason {', '.join(reasons)})"
+            )
+            error.refused = True
+            raise error
