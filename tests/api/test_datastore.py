@@ -375,6 +375,25 @@ def test_if_match_star_on_a_missing_label_is_409(server: LiveServer, volumes: Vo
     assert server.files() == files
 
 
+def test_if_none_match_star_saves_the_first_version_only(server: LiveServer, volumes: Volumes) -> None:
+    # Two annotators open an unlabelled image; each saves "only if nobody has yet" (the annotator
+    # page does): the first wins, the second is refused and nothing of theirs is stored.
+    _ok(_upload(server, volumes("img.nii.gz"), "ct1"))
+    first, second = volumes("a.nrrd", kind="label", seed=1), volumes("b.nrrd", kind="label", seed=2)
+    saved = _save(server, "ct1", first, headers={"If-None-Match": "*"})
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["version"] == 1
+    files = server.files()
+    _assert_error(_save(server, "ct1", second, headers={"If-None-Match": "*"}), 409, server, "version 1")
+    assert server.files() == files
+    assert _label_bytes(server, "ct1") == first.read_bytes()
+    assert [h["version"] for h in _versions(server, "ct1")] == [1]
+    # Only "*" means something on a save; an entity tag there is refused, not ignored.
+    refused = _save(server, "ct1", second, headers={"If-None-Match": saved.headers["etag"]})
+    assert refused.status_code == 422 and "If-None-Match" in refused.json()["detail"]
+    assert [h["version"] for h in _versions(server, "ct1")] == [1]
+
+
 # ---------------------------------------------------------------- label info, HEAD
 
 

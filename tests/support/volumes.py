@@ -35,3 +35,20 @@ def make_label(
     array = rng.integers(0, labels + 1, size=shape, dtype=np.uint8)
     write_volume(path, array, affine)
     return array
+
+
+def make_phantom(
+    path: Path, shape: tuple[int, int, int] = (64, 56, 24), seed: int = 0, affine: np.ndarray = DEFAULT_AFFINE
+) -> np.ndarray:
+    """Write an int16 CT-like phantom: an ellipsoid "organ" of about 200 HU (half the extent of each
+    axis, centred) in tissue of about -100 HU, both with noise of 20 HU, so that no two neighbours
+    are alike; returns its ``(I, J, K)`` array."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape, dtype=np.float64)
+    centre = (np.asarray(shape, dtype=np.float64) - 1) / 2
+    radii = np.asarray(shape, dtype=np.float64) / 4
+    inside = sum(((grid[a] - centre[a]) / radii[a]) ** 2 for a in range(3)) <= 1.0
+    array = np.where(inside, 200, -100) + rng.normal(0, 20, size=shape)
+    volume = np.round(array).astype(np.int16)
+    write_volume(path, volume, affine)
+    return volume

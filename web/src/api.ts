@@ -38,10 +38,21 @@ export interface Info {
   name: string;
   version?: string;
   labels: unknown;
-  models: Record<string, { type: string; description?: string; state?: string; version?: number | null }>;
+  models: Record<string, ModelInfo>;
+  strategies?: Record<string, { description?: string; config?: Record<string, unknown> }>;
   trainers: Record<string, { description?: string; config?: Record<string, unknown>; model?: string }>;
   scoring?: Record<string, { description?: string }>;
   datastore?: Stats;
+}
+
+export interface ModelInfo {
+  type: string;
+  description?: string;
+  state?: string;
+  version?: number | null;
+  /** Label name -> value (``[]`` when the model names none, as click-guided ones). */
+  labels?: Record<string, number> | unknown[];
+  dimension?: number;
 }
 
 export interface Stats {
@@ -97,6 +108,7 @@ export interface LabelVersion {
   image: string;
   tag: string;
   version: number;
+  etag: string;
   name: string;
   size_bytes: number;
   author: string;
@@ -170,14 +182,15 @@ export class Api {
   }
 
   async request(method: string, path: string, body?: unknown): Promise<Response> {
-    const headers: Record<string, string> = {};
+    if (body === undefined) return this.send(method, path);
+    return this.send(method, path, JSON.stringify(body), { "Content-Type": "application/json" });
+  }
+
+  /** Like ``request``, with a body as it is (a form, bytes) and headers of the caller's (``If-Match``). */
+  async send(method: string, path: string, body?: BodyInit, extra: Record<string, string> = {}): Promise<Response> {
+    const headers: Record<string, string> = { ...extra };
     if (this.token) headers.Authorization = `Bearer ${this.token}`;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const answer = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    const answer = await fetch(path, { method, headers, body });
     if (answer.status === 401 && this.authEnabled) {
       this.logout();
       this.onUnauthorized();

@@ -62,7 +62,14 @@ function header(): void {
   const link = (hash: string, text: string, id: string) => h("a", { href: hash, "data-nav": id }, text);
   top.replaceChildren(
     h("span", { class: "brand" }, "labelloop"),
-    h("nav", {}, link("#/", "Progress", "overview"), link("#/jobs", "Jobs", "jobs"), link("#/models", "Models", "models")),
+    h(
+      "nav",
+      {},
+      link("#/", "Progress", "overview"),
+      link("#/jobs", "Jobs", "jobs"),
+      link("#/models", "Models", "models"),
+      h("a", { href: "/annotate/" }, "Annotate"),
+    ),
     form,
     h(
       "span",

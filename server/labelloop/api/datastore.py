@@ -23,7 +23,7 @@ from labelloop.api.deps import (
 from labelloop.api.files import download
 from labelloop.api.schemas import ID_SCHEMA, MAX_INT, TAG_SCHEMA, errors, file_response
 from labelloop.datastore import LabelFile, parse_if_match, validate_id, validate_tag
-from labelloop.errors import ImageNotFoundError, LabelNotFoundError
+from labelloop.errors import ImageNotFoundError, InvalidParamsError, LabelNotFoundError
 from labelloop.workflows import LabelSave, save_label
 
 __all__ = ["router"]
@@ -191,7 +191,7 @@ def put_image_info(
 
 @router.put(
     "/label",
-    summary="Save a label as a new version (If-Match: refuse if it changed since)",
+    summary="Save a label as a new version (If-Match: if unchanged since; If-None-Match: *: if none yet)",
     response_model_exclude_unset=True,
     responses={
         200: {"headers": {"ETag": {**_HEADER, "description": "The new version's entity tag"}}},
@@ -208,19 +208,31 @@ def put_label(
     tag: Annotated[str, Query(json_schema_extra=TAG_SCHEMA)] = "",
     params: Annotated[str, Form()] = "{}",
     if_match: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            max_length=64, description="`*`: save only if the image has no label of this tag yet (else 409)"
+        ),
+    ] = None,
     client_id: Annotated[
         str | None, Query(max_length=256, description="As in params; params wins when both say")
     ] = None,
 ) -> schemas.LabelSavedRead:
     validate_id(image)
     tag = validate_tag(tag)
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise InvalidParamsError(
+            "If-None-Match on a label save takes only '*' (save only if there is none yet)"
+        )
     parsed = parse_json_object(params, "params", max_bytes=limit)
     if client_id and not parsed.get("client_id"):
         parsed["client_id"] = client_id  # some of MONAI Label's clients send it in the query string
     provenance = client_provenance(parsed, principal)
     with spooled_upload(services.datastore, label) as path:
         file = LabelFile(path, label.filename, disposable=True)
-        request = LabelSave(image, tag, file, provenance, parse_if_match(if_match))
+        request = LabelSave(
+            image, tag, file, provenance, parse_if_match(if_match), create_only=if_none_match is not None
+        )
         saved = save_label(services.datastore, services.activelearning, request)
     response.headers["ETag"] = saved.version.etag
     return schemas.label_saved(saved)

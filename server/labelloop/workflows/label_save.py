@@ -45,6 +45,7 @@ class LabelSave:
         file: the label file, on the image's voxel grid.
         provenance: who saves it and from which model output it started.
         if_match: the ``If-Match`` ETags (``["*"]``: any version), or ``None`` to save unconditionally.
+        create_only: ``If-None-Match: *``: save only if the tag has no label yet.
         pacs_seg: ``(SOPInstanceUID, SeriesInstanceUID)`` of the DICOM SEG in the PACS that the
             label is (stored there by the client): it is not written back again, and is recorded
             as imported with the version.
@@ -55,6 +56,7 @@ class LabelSave:
     file: LabelFile
     provenance: Provenance
     if_match: list[str] | None = None
+    create_only: bool = False
     pacs_seg: tuple[str, str] | None = None
 
 
@@ -79,7 +81,8 @@ class LabelSaved:
 def save_label(datastore: Datastore, activelearning: ActiveLearning, request: LabelSave) -> LabelSaved:
     """Save ``request`` as a new label version, end the holder's lease with it, complete double reading.
 
-    Raises what the save raises (``LabelConflictError`` for a stale ``If-Match``, ``GeometryMismatchError``
+    Raises what the save raises (``LabelConflictError`` for a stale ``If-Match`` or a label that
+    ``If-None-Match: *`` did not expect, ``GeometryMismatchError``
     for a label off the image's grid ...), and ``ConflictError`` when the holder's lease ended or began
     while the file was being checked, which would change the tag it belongs under.
     """
@@ -108,6 +111,7 @@ def save_label(datastore: Datastore, activelearning: ActiveLearning, request: La
         request.file,
         provenance,
         if_match=request.if_match,
+        create_only=request.create_only,
         write_back=request.pacs_seg is None,
         in_transaction=in_transaction,
     )

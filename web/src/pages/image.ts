@@ -26,6 +26,7 @@ export async function imagePage(ctx: Context, image: string): Promise<void> {
   const mine = (leases ?? []).filter((l) => l.image === image);
   ctx.page.replaceChildren(
     h("h1", {}, "Image ", h("span", { "data-testid": "image-id" }, image)),
+    h("p", {}, h("a", { href: `/annotate/#/image/${encodeURIComponent(image)}`, "data-testid": "annotate-link" }, "Open in the annotator")),
     message,
     section(
       "Label versions",
