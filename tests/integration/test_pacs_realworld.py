@@ -25,11 +25,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import JPEGLSLossless, RLELossless
 
 from labelloop.auth import ANNOTATOR, REVIEWER
-from labelloop.imaging import Volume, read_volume, write_volume
+from labelloop.imaging import Volume, read_dicom_series, read_volume, write_volume
 from labelloop.settings import AuthSettings, DicomWebSettings, Settings
 from tests.conftest import ServerFactory
 from tests.support import dicom_corpus as corpus
-from tests.support.dicom_series import as_read_back, volume_to_series
+from tests.support.dicom_series import as_read_back, label_to_seg, volume_to_series
 from tests.support.orthanc import OrthancServer, start_orthanc
 from tests.support.servers import APP_DIR, LiveServer, free_port, start_process_server
 from tests.support.weights import write_weights
@@ -80,6 +80,12 @@ def _segs_in(orthanc: OrthancServer) -> list[str]:
     return sorted(str(Dataset.from_json(item).SOPInstanceUID) for item in found)
 
 
+def _versions(server: LiveServer, image: str) -> list[dict[str, Any]]:
+    answer = requests.get(f"{server.url}/datastore/label/versions", params={"image": image}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return list(answer.json())
+
+
 def _pacs_when(server: LiveServer, ready: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         status = _pacs(server)
@@ -92,6 +98,29 @@ def _pacs(server: LiveServer, headers: dict[str, str] | None = None) -> dict[str
     answer = requests.get(f"{server.url}/datastore/pacs", headers=headers, timeout=10)
     assert answer.status_code == 200, answer.text
     return dict(answer.json())
+
+
+def _loop_case(server: LiveServer, name: str, volume: Volume | None, image_id: str, tmp_path: Path) -> None:
+    """One handed-out case: its image as the series' volume, then a final save written back."""
+    image = requests.get(f"{server.url}/datastore/image", params={"image": image_id}, timeout=60)
+    assert image.status_code == 200, (name, image.text)
+    path = tmp_path / f"{name.replace(' ', '_')}.nii.gz"
+    path.write_bytes(image.content)
+    got = read_volume(path)
+    if volume is not None:
+        np.testing.assert_array_equal(got.array, as_read_back(volume).array, err_msg=name)
+        np.testing.assert_allclose(got.geometry.affine, as_read_back(volume).geometry.affine, atol=1e-3)
+    label = _label(got.array.shape)
+    write_volume(path, label, got.geometry.affine)
+    with open(path, "rb") as f:
+        saved = requests.put(
+            f"{server.url}/datastore/label",
+            params={"image": image_id},
+            files={"label": (path.name, f)},
+            timeout=60,
+        )
+    assert saved.status_code == 200, (name, saved.text)
+    assert saved.json()["write_back"]["state"] == "stored", (name, saved.json())
 
 
 @pytest.mark.slow
@@ -119,7 +148,8 @@ def test_each_kind_of_series_goes_through_the_loop_or_is_refused_by_name(
     orthanc.store(no_for)
     server = make_server(studies=orthanc.dicomweb, dicomweb=FAST)
     uid = {name: str(series[0].SeriesInstanceUID) for name, (_, series) in kinds.items()}
-    wanted = set(uid.values()) | {str(no_for[0].SeriesInstanceUID)}
+    no_for_uid = str(no_for[0].SeriesInstanceUID)
+    wanted = set(uid.values()) | {no_for_uid}
     _until(lambda: wanted <= _images(server), "the series to be registered")
 
     # The series with a missing slice is not registered; the PACS page says why, once.
@@ -141,27 +171,37 @@ def test_each_kind_of_series_goes_through_the_loop_or_is_refused_by_name(
     )
     assert inferred.status_code == 200, inferred.text
 
-    for name, (volume, _series) in kinds.items():
-        image = requests.get(f"{server.url}/datastore/image", params={"image": uid[name]}, timeout=60)
-        assert image.status_code == 200, (name, image.text)
-        path = tmp_path / f"{name.replace(' ', '_')}.nii.gz"
-        path.write_bytes(image.content)
-        got = read_volume(path)
-        if volume is not None:
-            np.testing.assert_array_equal(got.array, as_read_back(volume).array, err_msg=name)
-            np.testing.assert_allclose(got.geometry.affine, as_read_back(volume).geometry.affine, atol=1e-3)
-        label = _label(got.array.shape)
-        write_volume(path, label, got.geometry.affine)
-        with open(path, "rb") as f:
-            saved = requests.put(
-                f"{server.url}/datastore/label",
-                params={"image": uid[name]},
-                files={"label": (path.name, f)},
-                timeout=60,
-            )
-        assert saved.status_code == 200, (name, saved.text)
-        assert saved.json()["write_back"]["state"] == "stored", (name, saved.json())
+    # Next sample hands out every usable case (the one without FrameOfReferenceUID too: it can
+    # be annotated, only its write-back is refused, below); skipping it lets the loop go on.
+    handed: list[str] = []
+    while True:
+        body = {"skip": True, "skip_reason": "no write-back"} if handed and handed[-1] == no_for_uid else {}
+        sample = requests.post(f"{server.url}/activelearning/random", json=body, timeout=30).json()
+        if not sample:
+            break
+        handed.append(sample["id"])
+        if sample["id"] != no_for_uid:
+            name = next(n for n, u in uid.items() if u == sample["id"])
+            _loop_case(server, name, kinds[name][0], sample["id"], tmp_path)
+    assert sorted(handed) == sorted(wanted), "each usable series was handed out once"
     assert len(_segs_in(orthanc)) == len(kinds)
+
+    # SEGs another client stores straight into the PACS over these series are imported too.
+    for name in ("enhanced", "oblique", "mr sagittal"):
+        source = kinds[name][1]
+        shape = read_dicom_series(source).array.shape
+        other = np.zeros(shape, dtype=np.uint8)
+        other[2:6, 3:9, 1:4] = LIVER
+        orthanc.store([label_to_seg(other, source, {LIVER: "liver"}, creator="other^tool")])
+        _until(lambda n=name: len(_versions(server, uid[n])) == 2, f"the SEG over {name} to be imported")
+        versions = _versions(server, uid[name])
+        assert versions[0]["source"] == "import" and versions[0]["info"]["creator"] == "other^tool"
+        got = requests.get(
+            f"{server.url}/datastore/label", params={"label": uid[name], "tag": "final"}, timeout=10
+        )
+        path = tmp_path / "imported.nii.gz"
+        path.write_bytes(got.content)
+        np.testing.assert_array_equal(read_volume(path).array, other, err_msg=name)
 
     # A series without FrameOfReferenceUID cannot carry a SEG: a 422 naming both, nothing saved.
     refused_uid = str(no_for[0].SeriesInstanceUID)
@@ -183,7 +223,7 @@ def test_each_kind_of_series_goes_through_the_loop_or_is_refused_by_name(
         f"{server.url}/datastore/label/versions", params={"image": refused_uid}, timeout=10
     )
     assert history.json() == []
-    assert len(_segs_in(orthanc)) == len(kinds)
+    assert len(_segs_in(orthanc)) == len(kinds) + 3, "one SEG per saved case and per imported one, no other"
 
 
 def test_segs_written_by_other_tools_become_label_versions(
