@@ -29,7 +29,8 @@ from labelloop.imaging import Volume, read_dicom_series, read_volume, write_volu
 from labelloop.settings import AuthSettings, DicomWebSettings, Settings
 from tests.conftest import ServerFactory
 from tests.support import dicom_corpus as corpus
-from tests.support.dicom_series import as_read_back, label_to_seg, volume_to_series
+from tests.support.dicom_series import as_read_back, label_to_seg, volume_to_series, zip_series
+from tests.support.http import upload
 from tests.support.orthanc import OrthancServer, start_orthanc
 from tests.support.servers import APP_DIR, LiveServer, free_port, start_process_server
 from tests.support.weights import write_weights
@@ -479,3 +480,34 @@ def test_a_seg_stored_through_the_proxy_is_a_label_version_of_its_author_at_once
     uri = requests.get(f"{server.url}/proxy/dicom/wado?{query}", headers=ann, timeout=30)
     assert uri.status_code == 200, uri.text
     assert str(pydicom.dcmread(io.BytesIO(uri.content)).SOPInstanceUID) == str(series[0].SOPInstanceUID)
+
+
+def test_a_jpeg_lossless_series_uploads_and_reads_exactly(
+    orthanc: OrthancServer, make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """JPEG Lossless SV1 (1.2.840.10008.1.2.4.70), the commonest lossless CT syntax: nothing here
+    encodes it, so Orthanc transcodes the series (DCMTK), and labelloop decodes it itself
+    (pylibjpeg-libjpeg) from an uploaded zip."""
+    volume = corpus.small_volume(seed=11)
+    series = volume_to_series(volume, patient_id="JPEG-LL")
+    orthanc.store(series)
+    transcoded = []
+    for orthanc_id in orthanc.rest("GET", "/instances").json():
+        answer = orthanc.rest(
+            "POST",
+            f"/instances/{orthanc_id}/modify",
+            json={
+                "Transcode": "1.2.840.10008.1.2.4.70",
+                "Force": True,
+                "Keep": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        transcoded.append(pydicom.dcmread(io.BytesIO(answer.content)))
+    assert {str(ds.file_meta.TransferSyntaxUID) for ds in transcoded} == {"1.2.840.10008.1.2.4.70"}
+    server = make_server()
+    upload(server, "jpegll", zip_series(tmp_path / "jpegll.zip", transcoded))
+    got = requests.get(f"{server.url}/datastore/image", params={"image": "jpegll"}, timeout=60)
+    path = tmp_path / "jpegll.nii.gz"
+    path.write_bytes(got.content)
+    np.testing.assert_array_equal(read_volume(path).array, as_read_back(volume).array)
