@@ -511,3 +511,30 @@ def test_a_jpeg_lossless_series_uploads_and_reads_exactly(
     path = tmp_path / "jpegll.nii.gz"
     path.write_bytes(got.content)
     np.testing.assert_array_equal(read_volume(path).array, as_read_back(volume).array)
+
+
+def test_a_seg_the_pacs_drops_is_not_saved_as_a_label(make_server: ServerFactory) -> None:
+    """Orthanc answers a STOW-RS that its filter drops with 200 (and no failed SOP): the proxy asks
+    the PACS whether it kept the SEG before saving it as a label."""
+    orthanc, stop = start_orthanc(lua=LUA_GATE)
+    try:
+        volume = corpus.small_volume(seed=13)
+        series = volume_to_series(volume, patient_id="DROP")
+        orthanc.store(series)
+        image = str(series[0].SeriesInstanceUID)
+        server = make_server(studies=orthanc.dicomweb, dicomweb=FAST)
+        _until(lambda: image in _images(server), "the series")
+        (orthanc.base / "refuse").write_text("")
+        seg = corpus.ohif_labelmap_seg(_label(volume.array.shape), corpus.in_reading_order(series))
+        body, content_type = _multipart([seg])
+        stored = requests.post(
+            f"{server.url}/proxy/dicom/wado/studies",
+            data=body,
+            headers={"Content-Type": content_type},
+            timeout=60,
+        )
+        assert stored.status_code == 200, stored.text
+        assert _segs_in(orthanc) == []
+        assert _versions(server, image) == [], "no label for a SEG the PACS does not have"
+    finally:
+        stop()

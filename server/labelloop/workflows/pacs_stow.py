@@ -55,6 +55,10 @@ def save_stowed_segs(
         if not uid or datastore.segs.known([uid]):
             continue
         try:
+            if not pacs.has_instance(seg):  # a PACS may answer 200 and still drop an instance
+                logger.warning("SEG %s stored through the proxy is not in the PACS; not saved", uid)
+                out.append(StowedSeg(uid, reason="the PACS did not keep it"))
+                continue
             image, read, params = pacs.decode_seg(seg, datastore.images)
             with datastore.blobs.scratch(".nii.gz") as path:
                 write_volume(path, read.label, image.geometry.affine)

@@ -237,6 +237,16 @@ class PacsLink:
     def is_seg(self, ds: Any) -> bool:
         return str(getattr(ds, "SOPClassUID", "")) in (SEGMENTATION_STORAGE, LABEL_MAP_SEGMENTATION_STORAGE)
 
+    def has_instance(self, ds: Any) -> bool:
+        """Whether the PACS holds this instance (QIDO-RS).
+
+        Raises:
+            PacsError: the PACS could not be asked.
+        """
+        study = str(getattr(ds, "StudyInstanceUID", "") or "")
+        series = str(getattr(ds, "SeriesInstanceUID", "") or "")
+        return str(getattr(ds, "SOPInstanceUID", "")) in self.source.instance_uids(study, series)
+
     def decode_seg(self, seg: Any, images: ImageStore) -> tuple[ImageRecord, SegImport, dict[str, Any]]:
         """A SEG on the grid of the catalogue image it segments: the image, the decoded label and
         the params to record with the label version (the SEG's UIDs, its creator, how each segment
