@@ -30,6 +30,7 @@ from labelloop.api import (
     audit_router,
     auth_router,
     authorize,
+    build_routes,
     check_routes,
     health_router,
     install_error_handlers,
@@ -345,6 +346,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(health_router)
     check_routes(app.routes)
+    build_routes(app)
     # Added inside-out: CORS is outermost, so every answer (413 and 500 included) carries CORS headers;
     # authentication comes before any body is read; the audit trail is innermost, where the route
     # and the principal are known.

@@ -9,7 +9,7 @@ from labelloop.api.errors import CatchAllMiddleware, install_error_handlers
 from labelloop.api.health import router as health_router
 from labelloop.api.limits import BodySizeLimitMiddleware
 from labelloop.api.permissions import PUBLIC, ROUTE_ROLES, AuthenticationMiddleware, authorize, check_routes
-from labelloop.api.routers import ROUTERS
+from labelloop.api.routers import ROUTERS, build_routes
 from labelloop.api.web import mount_web
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Services",
     "audit_router",
     "authorize",
+    "build_routes",
     "auth_router",
     "check_routes",
     "health_router",

@@ -1,6 +1,7 @@
 """Every router, in the order they are mounted."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
+from starlette.routing import NoMatchFound
 
 from labelloop.api import (
     activelearning,
@@ -16,7 +17,7 @@ from labelloop.api import (
     tasks,
 )
 
-__all__ = ["ROUTERS"]
+__all__ = ["ROUTERS", "build_routes"]
 
 ROUTERS: tuple[APIRouter, ...] = (
     info.router,
@@ -31,3 +32,20 @@ ROUTERS: tuple[APIRouter, ...] = (
     logs.router,
     proxy.router,
 )
+
+
+def build_routes(app: FastAPI) -> None:
+    """Build every included route's request models now, before the app serves.
+
+    FastAPI builds an included router's routes (their pydantic models) on the first request that
+    reaches it. That costs the first request about 0.1 s, and it is not thread-safe: pydantic
+    silences a warning of its own with ``warnings.catch_warnings()``, which swaps the process's
+    global filter list, so two apps answering their first requests in two threads of one process
+    (the tests run servers so) can lose each other's filter and raise it. Asking for a name that
+    no route has walks every route once, in the thread that creates the app.
+    """
+    try:
+        app.url_path_for("\0 no route has this name")
+    except NoMatchFound:
+        return
+    raise AssertionError("a route is named like the sentinel")  # pragma: no cover
