@@ -32,6 +32,7 @@ from tests.support import dicom_corpus as corpus
 from tests.support.dicom_series import as_read_back, label_to_seg, volume_to_series, zip_series
 from tests.support.http import upload
 from tests.support.orthanc import OrthancServer, start_orthanc
+from tests.support.processes import until
 from tests.support.servers import APP_DIR, LiveServer, free_port, start_process_server
 from tests.support.weights import write_weights
 
@@ -46,16 +47,6 @@ def _label(shape: tuple[int, ...]) -> np.ndarray:
     label[3:10, 4:12, 2:6] = SPLEEN
     label[12:20, 6:15, 5:10] = LIVER
     return label
-
-
-def _until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _images(server: LiveServer) -> set[str]:
@@ -92,7 +83,7 @@ def _pacs_when(server: LiveServer, ready: Callable[[dict[str, Any]], bool], what
         status = _pacs(server)
         return status if ready(status) else None
 
-    return dict(_until(check, what))
+    return dict(until(what, check))
 
 
 def _pacs(server: LiveServer, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -151,7 +142,7 @@ def test_each_kind_of_series_goes_through_the_loop_or_is_refused_by_name(
     uid = {name: str(series[0].SeriesInstanceUID) for name, (_, series) in kinds.items()}
     no_for_uid = str(no_for[0].SeriesInstanceUID)
     wanted = set(uid.values()) | {no_for_uid}
-    _until(lambda: wanted <= _images(server), "the series to be registered")
+    until("the series to be registered", lambda: wanted <= _images(server))
 
     # The series with a missing slice is not registered; the PACS page says why, once.
     status = _pacs_when(server, lambda s: bool(s["skipped_series"]), "the skipped series")
@@ -194,7 +185,7 @@ def test_each_kind_of_series_goes_through_the_loop_or_is_refused_by_name(
         other = np.zeros(shape, dtype=np.uint8)
         other[2:6, 3:9, 1:4] = LIVER
         orthanc.store([label_to_seg(other, source, {LIVER: "liver"}, creator="other^tool")])
-        _until(lambda n=name: len(_versions(server, uid[n])) == 2, f"the SEG over {name} to be imported")
+        until(f"the SEG over {name} to be imported", lambda n=name: len(_versions(server, uid[n])) == 2)
         versions = _versions(server, uid[name])
         assert versions[0]["source"] == "import" and versions[0]["info"]["creator"] == "other^tool"
         got = requests.get(
@@ -262,7 +253,7 @@ def test_segs_written_by_other_tools_become_label_versions(
         assert answer.status_code == 200, answer.text
         return list(answer.json())
 
-    _until(lambda: all(versions(name) for name in good), "the SEGs to be imported")
+    until("the SEGs to be imported", lambda: all(versions(name) for name in good))
     for name in good:
         image = str(sources[name][0].SeriesInstanceUID)
         answer = requests.get(
@@ -284,7 +275,7 @@ def test_segs_written_by_other_tools_become_label_versions(
     again = corpus.ohif_labelmap_seg(np.where(label == LIVER, LIVER, 0), ordered["ohif-labelmap"])
     again.SeriesInstanceUID = segs["ohif-labelmap"].SeriesInstanceUID
     orthanc.store([again])
-    _until(lambda: len(versions("ohif-labelmap")) == 2, "the second SEG instance to be imported")
+    until("the second SEG instance to be imported", lambda: len(versions("ohif-labelmap")) == 2)
     time.sleep(1.0)
     assert len(versions("ohif-labelmap")) == 2, "each SEG instance is imported once"
     assert _pacs(server)["segs"]["in"] == {"imported": 5, "skipped": 2}
@@ -337,7 +328,7 @@ def test_no_orphan_seg_when_a_save_fails_or_the_server_dies_before_the_stow(
     }
     server, process = start_process_server(settings, env)
     try:
-        _until(lambda: image in _images(server), "the series")
+        until("the series", lambda: image in _images(server))
         label = _label(volume.array.shape)
         first = _save(server, image, label, volume, tmp_path)
         assert first.status_code == 200 and first.json()["write_back"]["state"] == "stored"
@@ -368,7 +359,7 @@ def test_no_orphan_seg_when_a_save_fails_or_the_server_dies_before_the_stow(
             )
             return len(history.json()) == 2
 
-        _until(committed, "the second version to be committed")
+        until("the second version to be committed", committed)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=20)
         saver.join(timeout=30)
@@ -388,9 +379,9 @@ def test_no_orphan_seg_when_a_save_fails_or_the_server_dies_before_the_stow(
             2,
         ]
         second_uid = next(v["info"]["seg_sop_instance_uid"] for v in history if v["version"] == 2)
-        _until(
-            lambda: second_uid in _segs_in(orthanc),
+        until(
             "the outbox to send the committed label's SEG",
+            lambda: second_uid in _segs_in(orthanc),
             timeout=60,
         )
         assert len(_segs_in(orthanc)) == 2
@@ -429,14 +420,14 @@ def test_a_seg_stored_through_the_proxy_is_a_label_version_of_its_author_at_once
     store.add("ann", [ANNOTATOR], PASSWORD)
     store.add("rev", [REVIEWER], PASSWORD)
     ann, rev = _bearer(server, "ann"), _bearer(server, "rev")
-    _until(
+    until(
+        "the series",
         lambda: (
             image
             in requests.get(
                 f"{server.url}/datastore/", params={"output": "all"}, headers=rev, timeout=10
             ).json()["objects"]
         ),
-        "the series",
     )
     leased = requests.post(f"{server.url}/activelearning/random", json={}, headers=ann, timeout=30)
     assert leased.status_code == 200 and leased.json()["id"] == image
@@ -523,7 +514,7 @@ def test_a_seg_the_pacs_drops_is_not_saved_as_a_label(make_server: ServerFactory
         orthanc.store(series)
         image = str(series[0].SeriesInstanceUID)
         server = make_server(studies=orthanc.dicomweb, dicomweb=FAST)
-        _until(lambda: image in _images(server), "the series")
+        until("the series", lambda: image in _images(server))
         (orthanc.base / "refuse").write_text("")
         seg = corpus.ohif_labelmap_seg(_label(volume.array.shape), corpus.in_reading_order(series))
         body, content_type = _multipart([seg])

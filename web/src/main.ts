@@ -7,6 +7,7 @@ import { jobsPage } from "./pages/jobs";
 import { loginPage } from "./pages/login";
 import { modelsPage } from "./pages/models";
 import { overviewPage } from "./pages/overview";
+import { pacsConnected, pacsPage } from "./pages/pacs";
 
 /** What a page gets: the API, who is logged in, its element, and where to stop its timers. */
 export interface Context {
@@ -26,6 +27,7 @@ const ROUTES: [RegExp, string, (m: RegExpExecArray) => Page][] = [
   [/^#?\/?$/, "overview", () => overviewPage],
   [/^#\/jobs$/, "jobs", () => jobsPage],
   [/^#\/models$/, "models", () => modelsPage],
+  [/^#\/pacs$/, "pacs", () => pacsPage],
   [/^#\/image\/(.+)$/, "image", (m) => (ctx) => imagePage(ctx, decodeURIComponent(m[1]))],
 ];
 
@@ -68,7 +70,7 @@ function header(): void {
       link("#/", "Progress", "overview"),
       link("#/jobs", "Jobs", "jobs"),
       link("#/models", "Models", "models"),
-      h("a", { href: "/annotate/" }, "Annotate"),
+      h("a", { href: "/annotate/", "data-nav": "annotate" }, "Annotate"),
     ),
     form,
     h(
@@ -150,7 +152,33 @@ async function start(): Promise<void> {
     throw error;
   }
   header();
+  void pacsEntry();
   await route();
+}
+
+/**
+ * The PACS entry of the header, for reviewers (the page needs that role) of a server whose
+ * ``/info/`` says it reads a PACS. It is added when the answer comes, without holding up the page;
+ * ``nav[data-pacs]`` (``on`` or ``off``) says it has been decided.
+ */
+async function pacsEntry(): Promise<void> {
+  const nav = top.querySelector<HTMLElement>("nav");
+  if (!nav) return;
+  let on = false;
+  if (who && has(who.roles, "reviewer")) {
+    try {
+      on = pacsConnected(await api.info()) === true;
+    } catch {
+      // no entry: the page is still at #/pacs
+    }
+  }
+  if (!nav.isConnected) return; // logged out meanwhile: a new header
+  if (on && !nav.querySelector('a[data-nav="pacs"]')) {
+    const entry = h("a", { href: "#/pacs", "data-nav": "pacs" }, "PACS");
+    entry.classList.toggle("current", document.body.dataset.page === "pacs");
+    nav.insertBefore(entry, nav.querySelector('a[data-nav="annotate"]'));
+  }
+  nav.dataset.pacs = on ? "on" : "off";
 }
 
 api.onUnauthorized = () => void start();

@@ -48,4 +48,6 @@ def info(services: ServicesDep) -> dict[str, Any]:
         # ours, additive: when training starts by itself, which trainers and with which options
         "autotrain": services.jobs.autotrain_plan(),
         "datastore": services.datastore.views.stats(),
+        # ours, additive: whether images come from a PACS (then GET /datastore/pacs says how it goes)
+        "pacs": services.pacs is not None,
     }

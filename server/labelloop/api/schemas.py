@@ -220,6 +220,7 @@ class InfoRead(BaseModel):
     train_stats: dict[str, dict[str, Any]]
     autotrain: AutotrainRead
     datastore: DatastoreStatsRead
+    pacs: bool = Field(description="whether images come from a PACS (GET /datastore/pacs)")
 
 
 class _InfoEntry(BaseModel):
