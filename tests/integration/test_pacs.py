@@ -84,7 +84,7 @@ def test_the_annotate_loop_against_orthanc(
     assert sample["id"] in (series_uid, str(mr_series[0].SeriesInstanceUID))
     for key in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Modality", "StudyDate", "StudyTime"):
         assert key in sample, key
-    assert sample["RetrieveURL"].startswith(orthanc.dicomweb)
+    assert sample["RetrieveURL"].startswith(f"{server.url}/proxy/dicom/wado")
 
     # inference on the series
     weights = write_weights(tmp_path / "w.pt", "segmentation", winner=1)

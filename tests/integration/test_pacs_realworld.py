@@ -29,7 +29,7 @@ from labelloop.imaging import Volume, read_dicom_series, read_volume, write_volu
 from labelloop.settings import AuthSettings, DicomWebSettings, Settings
 from tests.conftest import ServerFactory
 from tests.support import dicom_corpus as corpus
-from tests.support.dicom_series import as_read_back, label_to_seg, volume_to_series, zip_series
+from tests.support.dicom_series import as_read_back, label_to_seg, stow_body, volume_to_series, zip_series
 from tests.support.http import upload
 from tests.support.orthanc import OrthancServer, start_orthanc
 from tests.support.processes import until
@@ -392,20 +392,6 @@ def test_no_orphan_seg_when_a_save_fails_or_the_server_dies_before_the_stow(
         stop_orthanc()
 
 
-def _multipart(datasets: list[Dataset]) -> tuple[bytes, str]:
-    """A STOW-RS body as OHIF sends it: ``multipart/related; type="application/dicom"``."""
-    boundary = "labelloop-test-boundary"
-    body = b""
-    for ds in datasets:
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        body += (
-            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + buffer.getvalue() + b"\r\n"
-        )
-    body += f"--{boundary}--\r\n".encode()
-    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
-
-
 def test_a_seg_stored_through_the_proxy_is_a_label_version_of_its_author_at_once(
     orthanc: OrthancServer, make_server: ServerFactory, users_of: Callable[[LiveServer], Any]
 ) -> None:
@@ -434,7 +420,7 @@ def test_a_seg_stored_through_the_proxy_is_a_label_version_of_its_author_at_once
 
     label = _label(volume.array.shape)
     seg = corpus.ohif_labelmap_seg(label, corpus.in_reading_order(series))
-    body, content_type = _multipart([seg])
+    body, content_type = stow_body([seg])
     stored = requests.post(
         f"{server.url}/proxy/dicom/wado/studies",  # OHIF's POST {wadoRoot}/studies
         data=body,
@@ -517,7 +503,7 @@ def test_a_seg_the_pacs_drops_is_not_saved_as_a_label(make_server: ServerFactory
         until("the series", lambda: image in _images(server))
         (orthanc.base / "refuse").write_text("")
         seg = corpus.ohif_labelmap_seg(_label(volume.array.shape), corpus.in_reading_order(series))
-        body, content_type = _multipart([seg])
+        body, content_type = stow_body([seg])
         stored = requests.post(
             f"{server.url}/proxy/dicom/wado/studies",
             data=body,

@@ -301,3 +301,17 @@ def zip_series(path: Path, datasets: Sequence[Dataset]) -> Path:
             ds.save_as(buffer, enforce_file_format=True)
             archive.writestr(f"{n:04d}.dcm", buffer.getvalue())
     return path
+
+
+def stow_body(datasets: Sequence[Dataset], boundary: str = "labelloop-test-boundary") -> tuple[bytes, str]:
+    """A STOW-RS request body as OHIF sends one, and its content type
+    (``multipart/related; type="application/dicom"``): one Part 10 file per part."""
+    body = b""
+    for ds in datasets:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        body += (
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + buffer.getvalue() + b"\r\n"
+        )
+    body += f"--{boundary}--\r\n".encode()
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'

@@ -7,10 +7,11 @@ from functools import partial
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Request
 
 from labelloop.api import schemas
 from labelloop.api.deps import STRICT_QUERY, PrincipalDep, ServicesDep, UserDep, lease_holder
+from labelloop.api.proxy import proxied
 from labelloop.api.schemas import ID_SCHEMA, errors
 from labelloop.datastore import validate_id
 
@@ -84,6 +85,7 @@ def ranking(
 @router.post(
     "/{strategy}",
     summary='Lease the next image to annotate ({} when none is left); {"skip": true} skips the current one',
+    description="A PACS series' `RetrieveURL` points at this server's DICOMweb proxy (`/proxy/dicom/wado`).",
     response_model_exclude_unset=True,
     # A body that is not JSON (400), too large (413), not an object or with a bad client_id (422).
     responses=errors(400, 404, 413, 422),
@@ -92,6 +94,7 @@ async def next_sample(
     services: ServicesDep,
     user: UserDep,
     principal: PrincipalDep,
+    request: Request,
     strategy: StrategyPath,
     params: Annotated[dict[str, Any] | None, Body()] = None,
 ) -> schemas.NextSampleRead:
@@ -100,4 +103,8 @@ async def next_sample(
     handout = await anyio.to_thread.run_sync(
         partial(services.activelearning.next_sample, strategy, params, user)
     )
-    return schemas.next_sample(strategy, handout)
+    answer = schemas.next_sample(strategy, handout)
+    extra = answer.model_extra  # the image's info keys; the stored info keeps the PACS's own URL
+    if extra is not None and isinstance(extra.get("RetrieveURL"), str):
+        extra["RetrieveURL"] = proxied(services, request, extra["RetrieveURL"])
+    return answer

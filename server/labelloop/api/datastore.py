@@ -21,6 +21,7 @@ from labelloop.api.deps import (
     spooled_upload,
 )
 from labelloop.api.files import download
+from labelloop.api.proxy import proxied_info
 from labelloop.api.schemas import ID_SCHEMA, MAX_INT, TAG_SCHEMA, errors, file_response
 from labelloop.datastore import LabelFile, parse_if_match, validate_id, validate_tag
 from labelloop.errors import ImageNotFoundError, InvalidParamsError, LabelNotFoundError
@@ -53,10 +54,15 @@ _DATASTORE_BODIES = schemas.DatastoreStatsRead | schemas.DatastoreModelRead | li
     responses=errors(422),
 )
 def datastore(
-    ds: DatastoreDep, output: Annotated[Literal["stats", "all", "train"], Query()] = "stats"
+    services: ServicesDep,
+    request: Request,
+    output: Annotated[Literal["stats", "all", "train"], Query()] = "stats",
 ) -> Response:
+    ds = services.datastore
     if output == "all":
         body: Any = ds.views.model()
+        for entry in body["objects"].values():  # PACS series' RetrieveURL through the proxy
+            entry["image"]["info"] = proxied_info(services, request, entry["image"]["info"])
     elif output == "train":
         body = ds.views.train_list()
     else:
@@ -166,10 +172,16 @@ def head_image(
     return Response(status_code=200 if ds.images.exists(image, check_sum) else 404)
 
 
-@router.get("/image/info", summary="Image info (plus its server path)", responses=_READ_ERRORS)
-def get_image_info(ds: DatastoreDep, image: ImageQuery) -> dict[str, Any]:
-    record = ds.images.get(image)
-    return {**record.public_info(), "path": str(record.path), "checksum": record.checksum}
+@router.get(
+    "/image/info",
+    summary="Image info (plus its server path)",
+    description="A PACS series' `RetrieveURL` points at this server's DICOMweb proxy (`/proxy/dicom/wado`).",
+    responses=_READ_ERRORS,
+)
+def get_image_info(services: ServicesDep, request: Request, image: ImageQuery) -> dict[str, Any]:
+    record = services.datastore.images.get(image)
+    info = proxied_info(services, request, record.public_info())
+    return {**info, "path": str(record.path), "checksum": record.checksum}
 
 
 #: An info update answers ``null``, as MONAI Label's does.

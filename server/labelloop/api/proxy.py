@@ -6,9 +6,21 @@ credentials do. ``wado/`` and ``qido/`` are OHIF's roots and are stripped; a ``P
 root is STOW-RS (OHIF stores a SEG as ``POST {wadoRoot}/studies``); ``GET /proxy/dicom/wado?...``
 is WADO-URI, relayed to ``dicomweb.wado_uri_url``. A SEG stored through the proxy becomes a label
 version of the person who stored it as soon as the PACS has it (``workflows.save_stowed_segs``).
+
+The PACS writes absolute URLs built from the address it was called on (``settings.studies``): QIDO-RS
+``RetrieveURL`` (0008,1190), WADO-RS metadata ``BulkDataURI``, STOW-RS ``RetrieveURL``. A browser
+elsewhere cannot reach that address, so in every relayed JSON answer (``application/dicom+json``,
+``application/json``) the PACS root becomes the proxy's WADO root as this request reached it
+(``public_wado_root``: ``root_path`` and the proxy headers uvicorn trusts included). Multipart and
+binary answers pass byte for byte. Routers that hand out a series' ``RetrieveURL`` (next sample,
+image info) rewrite it the same way with ``proxied``/``proxied_info``, when they answer only.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
 
 import anyio
 import httpx
@@ -16,12 +28,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from labelloop.api import schemas
-from labelloop.api.deps import PrincipalDep, ServicesDep, client_provenance
+from labelloop.api.deps import PrincipalDep, Services, ServicesDep, client_provenance
 from labelloop.api.schemas import errors
 from labelloop.errors import FeatureDisabledError, PayloadTooLargeError
 from labelloop.workflows import save_stowed_segs
 
-__all__ = ["router"]
+__all__ = ["proxied", "proxied_info", "public_wado_root", "router"]
 
 #: Whatever the PACS answers is relayed: its status, its content type (DICOM JSON, multipart DICOM...).
 _RELAYED: dict[int | str, dict[str, object]] = {
@@ -46,6 +58,51 @@ _RELAYED_RESPONSE = (
     "etag",
     "last-modified",
 )
+
+#: Relayed answers of these media types have the PACS's URLs rewritten; all others pass unchanged.
+_JSON_TYPES = frozenset({"application/dicom+json", "application/json"})
+#: What may follow the PACS root in a URL (so ``.../dicom-web`` never matches ``.../dicom-web2``).
+_AFTER_ROOT = r"(?=[/?#\"\\]|$)"
+
+
+def public_wado_root(request: Request) -> str:
+    """The proxy's WADO-RS root as the client reached it, e.g. ``https://host/labelloop/proxy/dicom/wado``."""
+    return f"{str(request.base_url).rstrip('/')}{router.prefix}/wado"
+
+
+def _pacs_root(services: Services) -> str | None:
+    """The PACS's DICOMweb root without a trailing ``/``; ``None`` when the studies are no PACS."""
+    studies = services.settings.studies
+    return studies.rstrip("/") if services.pacs is not None and studies else None
+
+
+def proxied(services: Services, request: Request, url: str) -> str:
+    """``url`` through the proxy when it is under the PACS root; any other URL as it is."""
+    root = _pacs_root(services)
+    if root is None or not re.match(re.escape(root) + _AFTER_ROOT, url):
+        return url
+    return public_wado_root(request) + url[len(root) :]
+
+
+def proxied_info(services: Services, request: Request, info: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of an image info whose ``RetrieveURL`` goes through the proxy (the stored info is kept)."""
+    out = dict(info)
+    url = out.get("RetrieveURL")
+    if isinstance(url, str):
+        out["RetrieveURL"] = proxied(services, request, url)
+    return out
+
+
+def _rewritten(services: Services, request: Request, body: bytes) -> bytes:
+    """A JSON body with the PACS root replaced by the proxy's, plain and in its ``\\/`` escaped form."""
+    root = _pacs_root(services)
+    if root is None:
+        return body
+    public = public_wado_root(request)
+    for old, new in ((root, public), (root.replace("/", "\\/"), public.replace("/", "\\/"))):
+        pattern = re.escape(old) + _AFTER_ROOT
+        body = re.sub(pattern.encode(), new.encode().replace(b"\\", b"\\\\"), body)
+    return body
 
 
 def _wado_uri_url(services: ServicesDep) -> str:
@@ -89,7 +146,10 @@ async def _forward(
     relayed = {k: v for k, v in answer.headers.items() if k.lower() in _RELAYED_RESPONSE}
     relayed.pop("content-length", None)  # the body is re-sent decoded
     relayed.pop("content-encoding", None)
-    return Response(answer.content, answer.status_code, headers=relayed)
+    body = answer.content
+    if answer.headers.get("content-type", "").split(";")[0].strip().lower() in _JSON_TYPES:
+        body = _rewritten(services, request, body)
+    return Response(body, answer.status_code, headers=relayed)
 
 
 async def _stow(services: ServicesDep, principal: PrincipalDep, request: Request, path: str) -> Response:
