@@ -12,7 +12,7 @@ SYNTHETIC ?= 20
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 APT_TEST_PACKAGES := postgresql orthanc orthanc-dicomweb chromium
 
-.PHONY: serve test venv sample-data test-deps lint typecheck imports pytest bench clean web
+.PHONY: serve test venv sample-data test-deps lint typecheck imports pytest bench clean web ohif
 
 $(BIN)/.installed: pyproject.toml requirements/constraints.txt
 	@echo "==> [1/4] creating $(VENV) with $(PYTHON)"
@@ -44,14 +44,25 @@ WEB_SOURCES := $(wildcard web/src/*.* web/src/*/*.*) web/build.mjs web/tsconfig.
 
 web: $(WEB_BUILT)
 
-$(WEB_BUILT): $(WEB_SOURCES)
-	@command -v npm >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+NEED_NPM = @command -v npm >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q nodejs npm; }
+
+$(WEB_BUILT): $(WEB_SOURCES)
+	$(NEED_NPM)
 	cd web && npm ci --no-audit --no-fund --loglevel=error
 	cd web && npm run --silent build
 
+## OHIF's prebuilt viewer (the version pinned in web/ohif/ohif.json), rebased to /ohif/ in the package.
+OHIF_BUILT := server/labelloop/web/ohif/.labelloop-ohif.json
+
+ohif: $(OHIF_BUILT)
+
+$(OHIF_BUILT): web/ohif/ohif.json web/ohif/install.py
+	$(NEED_NPM)
+	$(PYTHON) web/ohif/install.py server/labelloop/web/ohif
+
 ## Serve the sample data on http://$(HOST):$(PORT)
-serve: venv sample-data web
+serve: venv sample-data web ohif
 	@echo "==> serving $(SAMPLE) on http://$(HOST):$(PORT)/ (the API explorer: http://$(HOST):$(PORT)/docs)"
 	$(BIN)/labelloop serve --app apps/radiology --studies $(SAMPLE) --data-dir $(SERVER_DATA) \
 	  --host $(HOST) --port $(PORT)
@@ -76,7 +87,7 @@ typecheck: venv
 imports: venv
 	$(BIN)/lint-imports
 
-pytest: venv test-deps web
+pytest: venv test-deps web ohif
 	$(BIN)/python -m pytest
 
 ## Everything CI runs: lint, types, layer contracts, the whole test suite.

@@ -32,9 +32,11 @@ from labelloop.api import (
     authorize,
     build_routes,
     check_routes,
+    cookie_signed_in,
     health_router,
     install_error_handlers,
     mount_docs,
+    mount_ohif,
     mount_web,
 )
 from labelloop.auth import AuditTrail, Auth, OidcVerifier
@@ -339,6 +341,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     mount_docs(app)
     mount_web(app, auth_enabled=settings.auth.enabled)  # the dashboard, at /
+    mount_ohif(app, auth_enabled=settings.auth.enabled, signed_in=cookie_signed_in)  # OHIF, at /ohif/
     for router in ROUTERS:
         app.include_router(router)
     if settings.auth.enabled:

@@ -170,9 +170,11 @@ export class Api {
     sessionStorage.setItem(TOKEN_KEY, this.token);
   }
 
-  logout(): void {
+  /** Forget the token; ``everywhere`` also drops the session cookie that OHIF's requests carry. */
+  logout(everywhere = false): void {
     this.token = null;
     sessionStorage.removeItem(TOKEN_KEY);
+    if (everywhere) void fetch("/auth/token", { method: "DELETE", keepalive: true }).catch(() => {});
   }
 
   /** Who is logged in; with auth off, the server's user with every role. */

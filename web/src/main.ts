@@ -85,7 +85,7 @@ function header(): void {
               type: "button",
               "data-testid": "logout",
               onclick: () => {
-                api.logout();
+                api.logout(true);
                 void start();
               },
             },
@@ -135,13 +135,24 @@ async function route(): Promise<void> {
   }
 }
 
+/**
+ * Where to go once logged in: ``/?next=/ohif/...`` is how OHIF's pages send a browser without a
+ * session cookie here; only OHIF's own paths are followed (no open redirect).
+ */
+function nextPage(): string | null {
+  const next = new URLSearchParams(location.search).get("next");
+  return next !== null && next.startsWith("/ohif/") ? next : null;
+}
+
 async function start(): Promise<void> {
   leave();
   who = null;
   header();
-  if (api.authEnabled && !api.loggedIn) {
+  const next = nextPage();
+  if (api.authEnabled && (!api.loggedIn || next !== null)) {
+    // A log-in sets the cookie OHIF needs; a token of this tab alone would not.
     document.body.dataset.page = "login";
-    await loginPage(main, api, () => void start());
+    await loginPage(main, api, () => (next !== null ? location.replace(next) : void start()));
     return;
   }
   try {
@@ -157,26 +168,29 @@ async function start(): Promise<void> {
 }
 
 /**
- * The PACS entry of the header, for reviewers (the page needs that role) of a server whose
- * ``/info/`` says it reads a PACS. It is added when the answer comes, without holding up the page;
- * ``nav[data-pacs]`` (``on`` or ``off``) says it has been decided.
+ * The header's entries of a server whose ``/info/`` says it reads a PACS: OHIF (its viewer, at
+ * ``/ohif/``) for everyone and the PACS page for reviewers (the page needs that role). They are
+ * added when the answer comes, without holding up the page; ``nav[data-pacs]`` (``on`` or
+ * ``off``) says it has been decided.
  */
 async function pacsEntry(): Promise<void> {
   const nav = top.querySelector<HTMLElement>("nav");
   if (!nav) return;
   let on = false;
-  if (who && has(who.roles, "reviewer")) {
-    try {
-      on = pacsConnected(await api.info()) === true;
-    } catch {
-      // no entry: the page is still at #/pacs
-    }
+  try {
+    on = who !== null && pacsConnected(await api.info()) === true;
+  } catch {
+    // no entries: the pages are still at #/pacs and /ohif/
   }
   if (!nav.isConnected) return; // logged out meanwhile: a new header
-  if (on && !nav.querySelector('a[data-nav="pacs"]')) {
+  const annotate = nav.querySelector('a[data-nav="annotate"]');
+  if (on && who && has(who.roles, "reviewer") && !nav.querySelector('a[data-nav="pacs"]')) {
     const entry = h("a", { href: "#/pacs", "data-nav": "pacs" }, "PACS");
     entry.classList.toggle("current", document.body.dataset.page === "pacs");
-    nav.insertBefore(entry, nav.querySelector('a[data-nav="annotate"]'));
+    nav.insertBefore(entry, annotate);
+  }
+  if (on && !nav.querySelector('a[data-nav="ohif"]')) {
+    nav.append(h("a", { href: "/ohif/", "data-nav": "ohif" }, "OHIF"));
   }
   nav.dataset.pacs = on ? "on" : "off";
 }

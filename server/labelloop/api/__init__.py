@@ -8,7 +8,15 @@ from labelloop.api.docs import mount_docs
 from labelloop.api.errors import CatchAllMiddleware, install_error_handlers
 from labelloop.api.health import router as health_router
 from labelloop.api.limits import BodySizeLimitMiddleware
-from labelloop.api.permissions import PUBLIC, ROUTE_ROLES, AuthenticationMiddleware, authorize, check_routes
+from labelloop.api.ohif import mount_ohif
+from labelloop.api.permissions import (
+    PUBLIC,
+    ROUTE_ROLES,
+    AuthenticationMiddleware,
+    authorize,
+    check_routes,
+    cookie_signed_in,
+)
 from labelloop.api.routers import ROUTERS, build_routes
 from labelloop.api.web import mount_web
 
@@ -27,8 +35,10 @@ __all__ = [
     "build_routes",
     "auth_router",
     "check_routes",
+    "cookie_signed_in",
     "health_router",
     "install_error_handlers",
     "mount_docs",
+    "mount_ohif",
     "mount_web",
 ]

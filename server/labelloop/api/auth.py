@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Request, Response
 from pydantic import BaseModel, Field
 
 from labelloop.api import schemas
 from labelloop.api.deps import PrincipalDep, ServicesDep
+from labelloop.api.permissions import SESSION_COOKIE
 from labelloop.errors import InvalidParamsError
 
 __all__ = ["router"]
@@ -64,6 +65,7 @@ def auth_info(services: ServicesDep) -> dict[str, Any]:
 async def token(
     services: ServicesDep,
     request: Request,
+    response: Response,
     username: Annotated[str, Form(max_length=256)],
     password: Annotated[str, Form(max_length=1024)],
     grant_type: Annotated[str | None, Form()] = None,
@@ -72,11 +74,36 @@ async def token(
         raise InvalidParamsError("Only grant_type=password is supported")
     address = request.client.host if request.client else None
     issued = await anyio.to_thread.run_sync(services.auth.login, username, password, address)
+    # The same token as a cookie, for the pages that cannot send one (OHIF at /ohif/): only the
+    # DICOMweb proxy reads it; MONAI Label's clients ignore it.
+    response.set_cookie(
+        SESSION_COOKIE,
+        issued.access_token,
+        max_age=issued.expires_in,
+        path="/",
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
     return {
         "access_token": issued.access_token,
         "token_type": issued.token_type,
         "expires_in": issued.expires_in,
     }
+
+
+@router.delete(
+    "/token",
+    summary="Log this browser out: forget the session cookie that POST /auth/token set",
+    status_code=204,
+    response_class=Response,
+)
+def forget_cookie(request: Request) -> Response:
+    answer = Response(status_code=204)
+    answer.delete_cookie(
+        SESSION_COOKIE, path="/", secure=request.url.scheme == "https", httponly=True, samesite="strict"
+    )
+    return answer
 
 
 @router.get(

@@ -9,6 +9,7 @@ route that is not in it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from http.cookies import CookieError, SimpleCookie
 
 import anyio.to_thread
 from fastapi import Request
@@ -17,31 +18,45 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from labelloop.api.docs import DOCS_PATHS
+from labelloop.api.ohif import OHIF_PREFIX
 from labelloop.api.web import WEB_PATHS
 from labelloop.auth import ADMIN, ANNOTATOR, REVIEWER, USER, Auth, Principal, Role
 from labelloop.errors import AuthenticationError, PermissionDeniedError
 
 __all__ = [
+    "COOKIE_PATHS",
     "OPEN_PATHS",
+    "SESSION_COOKIE",
     "PUBLIC",
     "ROUTE_ROLES",
     "AuthenticationMiddleware",
     "authorize",
     "check_routes",
+    "cookie_signed_in",
     "principal_of",
 ]
 
 #: Answered without a log-in even when auth is on: MONAI Label's clients log in through the first
 #: two; load balancers and container health checks call the third.
 PUBLIC: frozenset[tuple[str, str]] = frozenset(
-    {("GET", "/auth/"), ("POST", "/auth/token"), ("GET", "/health")}
+    {("GET", "/auth/"), ("POST", "/auth/token"), ("DELETE", "/auth/token"), ("GET", "/health")}
 )
+
+#: The cookie ``POST /auth/token`` sets beside the token it answers (HttpOnly, SameSite=Strict): the
+#: log-in of a page that cannot send a bearer token (OHIF, served at ``/ohif/``).
+SESSION_COOKIE = "labelloop_session"
+#: The only paths where the cookie stands for a bearer token: the DICOMweb proxy that OHIF reads
+#: and stores through. SameSite=Strict keeps it off other sites' requests, and STOW-RS's
+#: ``multipart/related`` is no content type a cross-site form can send without CORS's consent.
+COOKIE_PATHS: tuple[str, ...] = ("/proxy/dicom/",)
 
 #: Paths open without a log-in: the log-in routes, the API's own description and explorer, and the
 #: dashboard's page and files (no data in them: the page reads the API with the user's token).
 OPEN_PATHS: frozenset[str] = frozenset(
-    {path for _, path in PUBLIC} | {"/openapi.json"} | DOCS_PATHS | WEB_PATHS
+    {path for _, path in PUBLIC} | {"/openapi.json"} | DOCS_PATHS | WEB_PATHS | {OHIF_PREFIX.rstrip("/")}
 )
+#: ... and every path under these: OHIF's site (its files hold no data; ``api/ohif.py``).
+OPEN_PREFIXES: tuple[str, ...] = (OHIF_PREFIX,)
 
 #: (method, route path) -> the lowest role that may call it.
 ROUTE_ROLES: dict[tuple[str, str], Role] = {
@@ -143,8 +158,10 @@ class AuthenticationMiddleware:
             return
         auth: Auth = scope["app"].state.services.auth
         principal = auth.anonymous
-        if auth.enabled and scope["path"] not in OPEN_PATHS:
+        if auth.enabled and scope["path"] not in OPEN_PATHS and not scope["path"].startswith(OPEN_PREFIXES):
             header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+            if header is None and scope["path"].startswith(COOKIE_PATHS):
+                header = cookie_authorization(scope)
             try:
                 principal = await anyio.to_thread.run_sync(auth.principal, header)
             except AuthenticationError as exc:
@@ -155,6 +172,33 @@ class AuthenticationMiddleware:
                 return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+
+def cookie_authorization(scope: Scope) -> str | None:
+    """``Bearer <token>`` from the request's ``labelloop_session`` cookie, or None."""
+    for key, value in scope["headers"]:
+        if key == b"cookie":
+            jar = SimpleCookie()
+            try:
+                jar.load(value.decode("latin-1"))
+            except CookieError:
+                return None
+            if SESSION_COOKIE in jar and jar[SESSION_COOKIE].value:
+                return f"Bearer {jar[SESSION_COOKIE].value}"
+    return None
+
+
+async def cookie_signed_in(request: Request) -> bool:
+    """Whether the request's session cookie is a valid log-in (what the proxy will accept)."""
+    authorization = cookie_authorization(request.scope)
+    if authorization is None:
+        return False
+    auth: Auth = request.app.state.services.auth
+    try:
+        await anyio.to_thread.run_sync(auth.principal, authorization)
+    except AuthenticationError:
+        return False
+    return True
 
 
 def principal_of(request: Request) -> Principal:
