@@ -26,6 +26,8 @@ from labelloop.api import (
     AuthenticationMiddleware,
     BodySizeLimitMiddleware,
     CatchAllMiddleware,
+    Metrics,
+    MetricsMiddleware,
     Services,
     audit_router,
     auth_router,
@@ -357,6 +359,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AuthenticationMiddleware)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.datastore.upload_max_bytes)
+    app.state.metrics = Metrics(app)
+    app.add_middleware(MetricsMiddleware)  # times every answer, the 401s and 413s included
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

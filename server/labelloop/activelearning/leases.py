@@ -68,6 +68,15 @@ class LeaseBook:
             for r in rows
         ]
 
+    def count_open_in(self, conn: Connection, now: float) -> dict[str, int]:
+        """Leases open at ``now`` (not ended, not past their time) by strategy; reads only."""
+        rows = conn.execute(
+            select(leases.c.strategy, func.count())
+            .where(leases.c.ended_at.is_(None), leases.c.expires_at > now)
+            .group_by(leases.c.strategy)
+        ).all()
+        return {str(strategy): int(n) for strategy, n in rows}
+
     def holds_in(self, conn: Connection, image_id: str, holder: str) -> bool:
         """Whether ``holder`` has an open lease on ``image_id``."""
         count = conn.execute(

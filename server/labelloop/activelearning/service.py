@@ -242,6 +242,11 @@ class ActiveLearning:
             self.leases.expire_in(conn, self._clock())
             return self.leases.open_in(conn)
 
+    def open_lease_counts(self) -> dict[str, int]:
+        """Leases open now by strategy, read without ending the expired ones (``GET /metrics``)."""
+        with self.db.read() as conn:
+            return self.leases.count_open_in(conn, self._clock())
+
     # ------------------------------------------------------------ label saves (the label-save workflow)
 
     def save_tag(self, image_id: str, tag: str, holder: str) -> str:

@@ -8,6 +8,7 @@ from labelloop.api.docs import mount_docs
 from labelloop.api.errors import CatchAllMiddleware, install_error_handlers
 from labelloop.api.health import router as health_router
 from labelloop.api.limits import BodySizeLimitMiddleware
+from labelloop.api.metrics import Metrics, MetricsMiddleware
 from labelloop.api.ohif import mount_ohif
 from labelloop.api.permissions import (
     PUBLIC,
@@ -29,6 +30,8 @@ __all__ = [
     "AuthenticationMiddleware",
     "BodySizeLimitMiddleware",
     "CatchAllMiddleware",
+    "Metrics",
+    "MetricsMiddleware",
     "Services",
     "audit_router",
     "authorize",

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 import numpy as np
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
@@ -29,6 +29,7 @@ from labelloop.api.deps import (
     spooled_upload,
 )
 from labelloop.api.files import download
+from labelloop.api.metrics import metrics_of
 from labelloop.datastore import (
     ORIGINAL_TAG,
     LabelFile,
@@ -213,6 +214,7 @@ _INFER_200: dict[int | str, dict[str, Any]] = {
     responses={**_INFER_200, **schemas.errors(400, 404, 406, 409, 413, 415, 422, 503)},
 )
 async def infer(
+    request: Request,
     services: ServicesDep,
     user: UserDep,
     principal: PrincipalDep,
@@ -244,6 +246,9 @@ async def infer(
                 "DICOM SEG output is for images from the PACS (a series id as 'image')"
             )
         result = await inference.infer(model, inputs.source, parsed, inputs.label)
+        recorded = metrics_of(request.app)
+        if recorded is not None:
+            recorded.observe_inference(model, result.latencies)  # before "write", which comes below
         if inputs.image_id is not None:
             # What this annotator's next save of the image started from (workflows.label_save).
             client_id = parsed.get("client_id")
@@ -258,6 +263,8 @@ async def infer(
             write_s = await anyio.to_thread.run_sync(_write, result, out_path, dtype)
             result.latencies["write"] = round(write_s, 4)
             result.latencies["total"] = round(result.latencies["total"] + write_s, 4)
+            if recorded is not None:
+                recorded.observe_inference(model, {"write": write_s})
             labels = result.output.result.get("label_names", dict(spec.labels) or [])
             body = _result_json(result, labels)
             if parsed.get("save_label") and inputs.image_id is not None:

@@ -123,6 +123,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/model/{model}/versions/{version}/activate"): ADMIN,
     ("GET", "/logs/"): ADMIN,
     ("GET", "/logs/gpu"): ADMIN,
+    ("GET", "/metrics"): ADMIN,
     ("GET", "/audit/"): ADMIN,
 }
 

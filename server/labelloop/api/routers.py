@@ -9,6 +9,7 @@ from labelloop.api import (
     infer,
     info,
     logs,
+    metrics,
     model,
     pacs,
     progress,
@@ -30,6 +31,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     tasks.router,
     session.router,
     logs.router,
+    metrics.router,
     proxy.router,
 )
 

@@ -1,5 +1,6 @@
 """Durable jobs in the database (train, scoring, batch inference), worker processes, runners."""
 
+from labelloop.jobs.census import JobCensus
 from labelloop.jobs.execute import execute_job
 from labelloop.jobs.queue import JobQueue
 from labelloop.jobs.records import Job, JobKind, JobStatus
@@ -11,6 +12,7 @@ __all__ = [
     "AUTOTRAIN_USER",
     "STOP_ANSWER_S",
     "Job",
+    "JobCensus",
     "JobKind",
     "JobQueue",
     "JobService",

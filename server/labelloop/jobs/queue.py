@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, Connection, RowMapping, desc, func, insert
 from labelloop.datastore import pid_alive
 from labelloop.db import Database
 from labelloop.errors import AlreadyRunningError, JobNotFoundError
+from labelloop.jobs.census import JobCensus, job_census
 from labelloop.jobs.models import jobs, workers
 from labelloop.jobs.records import LOG_TAIL_LINES, ClaimState, Job, JobKind, JobStatus
 
@@ -116,6 +117,10 @@ class JobQueue:
         if row is None:
             raise JobNotFoundError(f"Task '{job_id}' not found")
         return self._record(row)
+
+    def census(self) -> JobCensus:
+        """Jobs by kind and status, and the run times of the finished ones (``GET /metrics``)."""
+        return job_census(self._db)
 
     # ------------------------------------------------------------ submitting and reading
 
