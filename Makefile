@@ -10,7 +10,7 @@ SAMPLE ?= data/sample
 SERVER_DATA ?= data/server
 SYNTHETIC ?= 20
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
-APT_TEST_PACKAGES := postgresql orthanc orthanc-dicomweb chromium
+APT_TEST_PACKAGES := postgresql orthanc orthanc-dicomweb chromium nginx
 
 .PHONY: serve test venv sample-data test-deps lint typecheck imports pytest bench clean web ohif
 

@@ -731,3 +731,29 @@ def test_network_policies_select_the_pods_and_open_only_what_they_need(
         needed.add(("TCP", studies.port or {"https": 443, "http": 80}[studies.scheme]))
     for policy in (api, worker):
         assert needed <= _egress_ports(policy), policy["metadata"]["name"]
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/nginx").exists(), reason="Debian's nginx is not installed")
+def test_nginx_itself_accepts_nginx_conf(tmp_path: Path) -> None:
+    """Debian's nginx (the one the replica tests run) loads deploy/nginx.conf as its http block, with the
+    compose services' names replaced by loopback addresses (nginx resolves upstream names as it loads)."""
+    conf = (DEPLOY / "nginx.conf").read_text()
+    for service in API_SERVICES:
+        assert f"server {service}:8000 " in conf
+        conf = conf.replace(f"server {service}:8000 ", "server 127.0.0.1:8000 ")
+    conf = re.sub(r"^(\s*)listen 80;", r"\1listen 127.0.0.1:18080;", conf, flags=re.M)
+    temp = "".join(
+        f"    {name}_temp_path {tmp_path / name};\n"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path / 'nginx.pid'};\nerror_log {tmp_path / 'error.log'};\nevents {{}}\n"
+        f"http {{\n    access_log off;\n{temp}{conf}\n}}\n"
+    )
+    checked = subprocess.run(
+        ["/usr/sbin/nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert checked.returncode == 0, checked.stderr

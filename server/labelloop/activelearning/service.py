@@ -117,16 +117,23 @@ class ActiveLearning:
         return self.datastore.labels.live_tags_in(conn, READ_PREFIX)
 
     def _candidates(
-        self, conn: Connection, holder: str | None, now: float
+        self,
+        conn: Connection,
+        holder: str | None,
+        now: float,
+        unfinished: dict[str, dict[str, Any]] | None = None,
+        leases: list[Lease] | None = None,
     ) -> tuple[list[Candidate], list[Candidate]]:
         """``(free candidates for holder, images busy with others)`` with their stored scores.
 
-        An image the holder skipped is never free for them.
+        An image the holder skipped is never free for them. ``unfinished`` and ``leases`` (the open
+        ones) are what the caller already read in ``conn``'s transaction, else read here.
         """
         reads = self.settings.reads
-        unfinished = self._unfinished(conn)
+        unfinished = self._unfinished(conn) if unfinished is None else unfinished
         # Leases past their time count as ended even where nothing has marked them yet (a read).
-        open_leases = [lease for lease in self.leases.open_in(conn) if lease.expires_at > now]
+        leases = self.leases.open_in(conn) if leases is None else leases
+        open_leases = [lease for lease in leases if lease.expires_at > now]
         done_reads = self._reads(conn) if reads > 1 else {}
         scores = self.scores.all()
         holders: dict[str, set[str]] = {}
@@ -169,21 +176,24 @@ class ActiveLearning:
         config = config_choices(strategy.spec.config, params)
         seed = params.get("seed")
         rng = random.Random(seed if isinstance(seed, int) else None)
-        now = self._clock()
+        images = self.datastore.images
         with self.db.write() as conn:
             self.db.lock(conn, "leases")
+            # Under the lock: a lease starts when it is granted, not when it was asked for.
+            now = self._clock()
             skipped = self._skip_in(conn, holder, note) if skip else ()
             chosen = self._lease_in(conn, strategy_name, strategy, config, holder, rng, now)
+            if chosen is not None:
+                lease, renewed, ranked = chosen
+                record = images.get_in(conn, lease.image_id)
+                if not renewed:  # the image info says who got it by which strategy, with the lease
+                    served = dict(record.info.get("strategy") or {})
+                    served[strategy_name] = {"ts": int(now), "client_id": holder}
+                    record = images.update_info_in(conn, lease.image_id, {"strategy": served}, user)
         for image_id in skipped:
             logger.info("%s skipped %s (%s)", holder, image_id, note or "no reason given")
         if chosen is None:
             return None
-        lease, renewed, ranked = chosen
-        record = self.datastore.images.get(lease.image_id)
-        if not renewed:
-            served = dict(record.info.get("strategy") or {})
-            served[strategy_name] = {"ts": int(now), "client_id": holder}
-            self.datastore.images.update_info(lease.image_id, {"strategy": served}, user)
         logger.info("%s leased %s to %s (%s)", strategy_name, lease.image_id, holder, ranked.reason)
         path = self.datastore.images.file(record)
         return Handout(record, path, lease, renewed, ranked.reason, ranked.score, skipped)
@@ -209,15 +219,15 @@ class ActiveLearning:
         """The holder's open lease renewed, else a new lease on the strategy's first free image."""
         self.leases.expire_in(conn, now)
         unfinished = self._unfinished(conn)
-        mine = [lease for lease in self.leases.open_in(conn) if lease.holder == holder]
-        mine = [lease for lease in mine if lease.image_id in unfinished]
+        leases = self.leases.open_in(conn)
+        mine = [lease for lease in leases if lease.holder == holder and lease.image_id in unfinished]
         if mine:
             return (
                 self.leases.extend_in(conn, mine[0], now),
                 True,
                 Ranked(mine[0].image_id, None, "your open lease"),
             )
-        free, busy = self._candidates(conn, holder, now)
+        free, busy = self._candidates(conn, holder, now, unfinished, leases)
         ranked = strategy.rank(free, StrategyContext(busy=busy, rng=rng), config) if free else []
         if not ranked:
             return None
