@@ -45,6 +45,7 @@ PACKAGES = [
     "labelloop.imaging",
     "labelloop.inference",
     "labelloop.jobs",
+    "labelloop.measurements",
     "labelloop.registry",
     "labelloop.sampledata",
     "labelloop.tasks",
