@@ -99,6 +99,7 @@ bench: venv sample-data
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/active_learning.py
 	$(BIN)/python bench/contention.py
+	$(BIN)/python bench/requests.py --postgres
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

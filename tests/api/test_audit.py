@@ -149,3 +149,31 @@ def test_fhir_export_is_a_bundle_of_audit_events(audited: LiveServer) -> None:
     assert download["recorded"].endswith("Z")
     login = next(r for r in resources if r["type"]["code"] == "110114")
     assert login["subtype"][0]["display"] == "Login" and login["outcome"] == "0"
+
+
+def test_a_label_save_is_recorded_once_with_its_outcome(
+    audited: LiveServer, volumes: Callable[..., Path]
+) -> None:
+    """A save writes its event in its own transaction (one commit); a refused one is still recorded."""
+    ann, root = _headers(audited, "ann"), _headers(audited, "root")
+    with volumes("case8.nii.gz").open("rb") as f:
+        assert requests.put(
+            f"{audited.url}/datastore/image?image=case8", files={"file": f}, headers=ann, timeout=60
+        ).ok
+    label = volumes("case8.nrrd", kind="label").read_bytes()
+    saves = []
+    for _ in range(2):  # the second finds a label there already: 409
+        saves.append(
+            requests.put(
+                f"{audited.url}/datastore/label?image=case8&tag=final",
+                files={"label": ("case8.nrrd", label)},
+                headers={**ann, "If-None-Match": "*"},
+                timeout=60,
+            ).status_code
+        )
+    assert saves == [200, 409]
+    events = _events(audited, root, action="label.save")
+    assert [(e["user"], e["outcome"], e["details"]["status"]) for e in events] == [
+        ("ann", "success", 200),
+        ("ann", "failure", 409),
+    ]

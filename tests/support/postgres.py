@@ -160,8 +160,12 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def start_postgres() -> tuple[PostgresServer, Callable[[], None]]:
-    """initdb + pg_ctl start on a free port, bound to 127.0.0.1; returns the server and its stop."""
+def start_postgres(*, durable: bool = False) -> tuple[PostgresServer, Callable[[], None]]:
+    """initdb + pg_ctl start on a free port, bound to 127.0.0.1; returns the server and its stop.
+
+    Tests run it with ``fsync=off`` (nothing there must survive a power cut); ``durable`` keeps
+    PostgreSQL's own defaults, for benchmarks that compare commit costs.
+    """
     # Not under pytest's tmp dirs: those are private to root, and the server runs as postgres.
     base = Path(tempfile.mkdtemp(prefix="labelloop-pg-"))
     datadir = base / "pgdata"
@@ -179,7 +183,9 @@ def start_postgres() -> tuple[PostgresServer, Callable[[], None]]:
     )
     port = free_port()
     log = base / "postgres.log"
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {datadir} -c fsync=off -c max_connections=200"
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {datadir} -c max_connections=200"
+    if not durable:
+        opts += " -c fsync=off"
     subprocess.run(
         _as_postgres([_bin("pg_ctl"), "-D", str(datadir), "-l", str(log), "-o", opts, "-w", "start"]),
         check=True,

@@ -155,11 +155,19 @@ class ActiveLearning:
 
     # ------------------------------------------------------------ next sample
 
-    def next_sample(self, strategy_name: str, params: Mapping[str, Any], user: str) -> Handout | None:
+    def next_sample(
+        self,
+        strategy_name: str,
+        params: Mapping[str, Any],
+        user: str,
+        *,
+        in_transaction: Callable[[Connection], object] | None = None,
+    ) -> Handout | None:
         """Lease the next image to the caller (``client_id``, else the user); ``None`` when none is left.
 
         ``params["skip"]`` true ends the caller's open lease as skipped (``skip_reason``, up to
         1024 characters, is recorded with it) and hands out the next image instead of renewing it.
+        ``in_transaction`` runs last in the hand-out's write transaction (the request's audit event).
         """
         strategy = self.strategy(strategy_name)
         holder = params.get("client_id") or user
@@ -190,6 +198,8 @@ class ActiveLearning:
                     served = dict(record.info.get("strategy") or {})
                     served[strategy_name] = {"ts": int(now), "client_id": holder}
                     record = images.update_info_in(conn, lease.image_id, {"strategy": served}, user)
+            if in_transaction is not None:
+                in_transaction(conn)
         for image_id in skipped:
             logger.info("%s skipped %s (%s)", holder, image_id, note or "no reason given")
         if chosen is None:

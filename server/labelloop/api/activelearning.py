@@ -10,6 +10,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Body, Path, Query, Request
 
 from labelloop.api import schemas
+from labelloop.api.audit import pending_audit
 from labelloop.api.deps import STRICT_QUERY, PrincipalDep, ServicesDep, UserDep, lease_holder
 from labelloop.api.proxy import proxied
 from labelloop.api.schemas import ID_SCHEMA, errors
@@ -100,8 +101,16 @@ async def next_sample(
 ) -> schemas.NextSampleRead:
     params = dict(params or {})
     params["client_id"] = lease_holder(principal, params.get("client_id"))
+    # The hand-out and its audit event commit together (one commit instead of two).
+    pending = pending_audit(request.scope)
     handout = await anyio.to_thread.run_sync(
-        partial(services.activelearning.next_sample, strategy, params, user)
+        partial(
+            services.activelearning.next_sample,
+            strategy,
+            params,
+            user,
+            in_transaction=pending.record_in if pending is not None else None,
+        )
     )
     answer = schemas.next_sample(strategy, handout)
     extra = answer.model_extra  # the image's info keys; the stored info keeps the PACS's own URL

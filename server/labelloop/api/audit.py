@@ -10,6 +10,7 @@ itself; user and token changes by the ``labelloop user`` commands.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
@@ -18,13 +19,14 @@ import anyio.to_thread
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import Connection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labelloop.api import schemas
 from labelloop.api.deps import ServicesDep, epoch_seconds
 from labelloop.auth import AuditEvent, AuditTrail, fhir_bundle
 
-__all__ = ["AUDITED", "AuditMiddleware", "router"]
+__all__ = ["AUDITED", "AuditMiddleware", "PendingAudit", "pending_audit", "router"]
 
 logger = logging.getLogger(__name__)
 _UNAVAILABLE = b'{"detail":"The audit trail is unavailable; try again shortly"}'
@@ -70,6 +72,9 @@ AUDITED: dict[tuple[str, str], str] = {
     ("GET", "/audit/"): "audit.read",
 }
 
+# Methods whose audited routes may record their event in their own transaction (PendingAudit).
+_CHANGES = frozenset({"PUT", "POST", "DELETE"})
+
 # Query parameters that name what a request acts on (with the path parameters).
 _TARGET_PARAMS = ("image", "label", "id", "tag", "version", "model")
 
@@ -81,12 +86,61 @@ def _target(scope: Scope) -> str | None:
     return " ".join(parts) or None
 
 
+def _event(scope: Scope, action: str, status: int) -> dict[str, Any]:
+    """The audit event of ``scope``'s request answered ``status``, as ``AuditTrail.record`` takes it."""
+    principal = scope.get("state", {}).get("principal")
+    client = scope.get("client")
+    return {
+        "action": action,
+        "user": principal.name if principal is not None else "anonymous",
+        "outcome": "success" if status < 400 else "failure",
+        "target": _target(scope),
+        "address": client[0] if client else None,
+        "details": {"method": scope["method"], "path": scope["path"], "status": status},
+    }
+
+
+@dataclass
+class PendingAudit:
+    """An audited request's event, which its route may write inside its own write transaction.
+
+    A change that commits its event with it spares a transaction (and, on SQLite, a commit's fsync)
+    of its own, and the two stand or fall together. The middleware then writes nothing more for a
+    successful answer; a failed one is still recorded as a failure when its answer starts.
+    """
+
+    scope: Scope
+    trail: AuditTrail
+    recorded: bool = False
+
+    def record_in(self, conn: Connection, status: int = 200) -> None:
+        """Write the event (answered ``status``) in ``conn``'s write transaction, if the matched route
+        is audited."""
+        action = _action(self.scope)
+        if action is None or self.recorded:
+            return
+        self.trail.record_in(conn, **_event(self.scope, action, status))
+        self.recorded = True
+
+
+def _action(scope: Scope) -> str | None:
+    return AUDITED.get((scope["method"], getattr(scope.get("route"), "path", "")))
+
+
+def pending_audit(scope: Scope) -> PendingAudit | None:
+    """The event ``AuditMiddleware`` will record for this request, for routes that record it first."""
+    pending = scope.get("state", {}).get("audit")
+    return pending if isinstance(pending, PendingAudit) else None
+
+
 class AuditMiddleware:
     """Record each audited request (``AUDITED``) in the trail before its answer goes out.
 
     Innermost of the middlewares: the route has been matched (``scope["route"]``) and
     ``permissions.authorize`` has put the principal in ``scope["state"]`` by the time the answer
     starts. If the trail cannot be written, the request answers 503 instead of going unrecorded.
+    A route may write its event in its own transaction first (``pending_audit``); a successful answer
+    is then not recorded a second time.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -97,10 +151,20 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
 
+        pending: PendingAudit | None = None
+        state = scope.setdefault("state", {})
+        trail = getattr(getattr(scope["app"].state, "services", None), "audit", None)
+        if trail is not None and scope["method"] in _CHANGES:
+            # The route is matched later; the action is looked up again when the answer starts.
+            pending = PendingAudit(scope, trail)
+            state["audit"] = pending
+
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                action = AUDITED.get((scope["method"], getattr(scope.get("route"), "path", "")))
-                recorded = action is None or await self._record(scope, action, message["status"])
+                action = _action(scope)
+                status = message["status"]
+                done = pending is not None and pending.recorded and status < 400
+                recorded = action is None or done or await self._record(scope, action, status)
                 if not recorded and scope["method"] in ("GET", "HEAD"):
                     # A read goes out recorded or not at all; a change has happened already, so its
                     # answer goes out (its own row names who made it) and the failure is logged.
@@ -117,20 +181,10 @@ class AuditMiddleware:
             return
 
     async def _record(self, scope: Scope, action: str, status: int) -> bool:
-        principal = scope.get("state", {}).get("principal")
-        client = scope.get("client")
         trail: AuditTrail = scope["app"].state.services.audit
+        event = _event(scope, action, status)
         try:
-            await anyio.to_thread.run_sync(
-                lambda: trail.record(
-                    action,
-                    user=principal.name if principal is not None else "anonymous",
-                    outcome="success" if status < 400 else "failure",
-                    target=_target(scope),
-                    address=client[0] if client else None,
-                    details={"method": scope["method"], "path": scope["path"], "status": status},
-                )
-            )
+            await anyio.to_thread.run_sync(lambda: trail.record(**event))
         except Exception:
             logger.exception("could not write the audit trail for %s %s", scope["method"], scope["path"])
             return False

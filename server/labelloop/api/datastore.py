@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
 
 from labelloop.api import schemas
+from labelloop.api.audit import pending_audit
 from labelloop.api.deps import (
     STRICT_QUERY,
     DatastoreDep,
@@ -213,6 +214,7 @@ def put_image_info(
 def put_label(
     services: ServicesDep,
     principal: PrincipalDep,
+    http: Request,
     response: Response,
     limit: InfoLimit,
     image: ImageQuery,
@@ -240,10 +242,17 @@ def put_label(
     if client_id and not parsed.get("client_id"):
         parsed["client_id"] = client_id  # some of MONAI Label's clients send it in the query string
     provenance = client_provenance(parsed, principal)
+    pending = pending_audit(http.scope)
     with spooled_upload(services.datastore, label) as path:
         file = LabelFile(path, label.filename, disposable=True)
         request = LabelSave(
-            image, tag, file, provenance, parse_if_match(if_match), create_only=if_none_match is not None
+            image,
+            tag,
+            file,
+            provenance,
+            parse_if_match(if_match),
+            create_only=if_none_match is not None,
+            audit=pending.record_in if pending is not None else None,
         )
         saved = save_label(services.datastore, services.activelearning, request)
     response.headers["ETag"] = saved.version.etag

@@ -33,6 +33,12 @@ def _model(services: ServicesDep, name: str) -> dict[str, Any]:
     response_model=schemas.InfoRead,
 )
 def info(services: ServicesDep) -> dict[str, Any]:
+    # One read transaction for the reads of every service below (one view of them, one BEGIN).
+    with services.datastore.db.snapshot():
+        return _info(services)
+
+
+def _info(services: ServicesDep) -> dict[str, Any]:
     app = services.app
     # No top-level "config": Slicer refuses to work with a server whose info has one.
     return {

@@ -31,8 +31,11 @@ def bump(db: Database, conn: Connection, name: str, delta: int) -> None:
         conn.execute(pg.on_conflict_do_update(index_elements=[counters.c.name], set_=add))
 
 
+_ALL_COUNTERS = select(counters.c.name, counters.c.value)  # built once: a hot read (stats, /info/)
+
+
 def read_counters(conn: Connection) -> dict[str, int]:
-    return {row.name: int(row.value) for row in conn.execute(select(counters.c.name, counters.c.value))}
+    return {row.name: int(row.value) for row in conn.execute(_ALL_COUNTERS)}
 
 
 def recount(conn: Connection) -> dict[str, int]:

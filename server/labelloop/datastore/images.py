@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, func, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, func, select, update
 
 from labelloop.datastore.blobs import sha256_file
 from labelloop.datastore.counters import IMAGES, bump, label_counter
@@ -27,6 +27,11 @@ _RESERVED_INFO = frozenset({"ts", "name", "path"})
 
 def _clean_info(info: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in info.items() if k not in _RESERVED_INFO}
+
+
+# Built once: read by every label save, inference and download (the id bound per call).
+_LIVE = select(images).where(images.c.id == bindparam("id"), images.c.deleted_at.is_(None))
+_LIVE_LOCKED = _LIVE.with_for_update()
 
 
 class ImageStore:
@@ -56,10 +61,7 @@ class ImageStore:
         )
 
     def _live_row(self, conn: Connection, image_id: str, *, lock: bool = False) -> RowMapping | None:
-        query = select(images).where(images.c.id == image_id, images.c.deleted_at.is_(None))
-        if lock:
-            query = query.with_for_update()
-        return conn.execute(query).mappings().first()
+        return conn.execute(_LIVE_LOCKED if lock else _LIVE, {"id": image_id}).mappings().first()
 
     def get(self, image_id: str) -> ImageRecord:
         """The live image ``image_id``; raises ``ImageNotFoundError``."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, RowMapping, and_, desc, func, insert, or_, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, desc, func, insert, or_, select, update
 
 from labelloop.datastore.counters import bump, label_counter
 from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, validate_tag
@@ -71,6 +71,36 @@ class HistoryPage:
     versions: list[LabelVersion]
     next_cursor: str | None
 
+
+# Built once (hot reads: /info/'s autotrain counts); the values are bound per call.
+_SAVES = select(func.count()).where(
+    label_versions.c.tag == bindparam("tag"), label_versions.c.created_at > bindparam("since")
+)
+_SAVES_OF = _SAVES.where(label_versions.c.source.in_(bindparam("sources", expanding=True)))
+# ... and those of every save.
+_HEAD_LOCKED = (
+    select(labels)
+    .where(labels.c.image_id == bindparam("image_id"), labels.c.tag == bindparam("tag"))
+    .with_for_update()
+)
+_LIVE_HEAD = select(labels.c.head_version).where(
+    labels.c.image_id == bindparam("image_id"),
+    labels.c.tag == bindparam("tag"),
+    labels.c.deleted_at.is_(None),
+    labels.c.head_version > 0,
+)
+_LIVE_HEAD_LOCKED = _LIVE_HEAD.with_for_update()
+_VERSION = select(label_versions).where(
+    label_versions.c.image_id == bindparam("image_id"),
+    label_versions.c.tag == bindparam("tag"),
+    label_versions.c.version == bindparam("version"),
+)
+_INSERT_VERSION = insert(label_versions)
+_MOVE_HEAD = (
+    update(labels)
+    .where(labels.c.image_id == bindparam("b_image_id"), labels.c.tag == bindparam("b_tag"))
+    .values(head_version=bindparam("b_version"), deleted_at=None, updated_at=bindparam("b_now"))
+)
 
 _BAD_CURSOR = "'cursor' is not one this server gave out; take it from the previous page's Link header"
 
@@ -223,13 +253,7 @@ class LabelStore:
         conn.execute(
             self._ctx.db.insert_ignore(labels, image_id=image.id, tag=tag, head_version=0, updated_at=now)
         )
-        head = (
-            conn.execute(
-                select(labels).where(labels.c.image_id == image.id, labels.c.tag == tag).with_for_update()
-            )
-            .mappings()
-            .one()
-        )
+        head = conn.execute(_HEAD_LOCKED, {"image_id": image.id, "tag": tag}).mappings().one()
         head_version = int(head["head_version"])
         live = head_version > 0 and head["deleted_at"] is None
         if if_match is not None:
@@ -240,7 +264,8 @@ class LabelStore:
             )
         version = head_version + 1
         conn.execute(
-            insert(label_versions).values(
+            _INSERT_VERSION,
+            dict(
                 image_id=image.id,
                 tag=tag,
                 version=version,
@@ -259,13 +284,9 @@ class LabelStore:
                 model=provenance.model,
                 model_version=model_version,
                 source=provenance.source,
-            )
+            ),
         )
-        conn.execute(
-            update(labels)
-            .where(labels.c.image_id == image.id, labels.c.tag == tag)
-            .values(head_version=version, deleted_at=None, updated_at=now)
-        )
+        conn.execute(_MOVE_HEAD, {"b_image_id": image.id, "b_tag": tag, "b_version": version, "b_now": now})
         if not live:
             bump(self._ctx.db, conn, label_counter(tag), +1)
         return self._get_in(conn, image.id, tag, version)
@@ -351,31 +372,16 @@ class LabelStore:
     # ------------------------------------------------------------ reading
 
     def _head(self, conn: Connection, image_id: str, tag: str, *, lock: bool = False) -> int:
-        query = select(labels.c.head_version).where(
-            labels.c.image_id == image_id,
-            labels.c.tag == tag,
-            labels.c.deleted_at.is_(None),
-            labels.c.head_version > 0,
-        )
-        if lock:
-            query = query.with_for_update()
-        row = conn.execute(query).first()
+        row = conn.execute(
+            _LIVE_HEAD_LOCKED if lock else _LIVE_HEAD, {"image_id": image_id, "tag": tag}
+        ).first()
         if row is None:
             raise LabelNotFoundError(f"Label '{tag}' of image '{image_id}' not found")
         return int(row.head_version)
 
     def _get_in(self, conn: Connection, image_id: str, tag: str, version: int) -> LabelVersion:
-        row = (
-            conn.execute(
-                select(label_versions).where(
-                    label_versions.c.image_id == image_id,
-                    label_versions.c.tag == tag,
-                    label_versions.c.version == version,
-                )
-            )
-            .mappings()
-            .first()
-        )
+        values = {"image_id": image_id, "tag": tag, "version": version}
+        row = conn.execute(_VERSION, values).mappings().first()
         if row is None:
             raise LabelNotFoundError(f"Version {version} of label '{tag}' of image '{image_id}' not found")
         return self._record(row)
@@ -470,11 +476,11 @@ class LabelStore:
     def count_saves(self, tag: str, since: float, sources: Sequence[LabelSource] | None = None) -> int:
         """How many versions of ``tag`` were saved after ``since`` (epoch seconds), of ``sources`` only
         when given (``upload``: by people; ``import``; ``infer``)."""
-        where = [label_versions.c.tag == tag, label_versions.c.created_at > since]
+        values: dict[str, Any] = {"tag": tag, "since": since}
         if sources is not None:
-            where.append(label_versions.c.source.in_(list(sources)))
+            values["sources"] = list(sources)
         with self._ctx.db.read() as conn:
-            return int(conn.execute(select(func.count()).where(*where)).scalar_one())
+            return int(conn.execute(_SAVES if sources is None else _SAVES_OF, values).scalar_one())
 
     def current(self, tag: str | None = None) -> list[LabelVersion]:
         """The current version of every live label (of one tag, or all) of live images."""

@@ -11,12 +11,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 
 from labelloop.datastore.models import inference_runs
 from labelloop.datastore.records import Context
 
 __all__ = ["InferenceRun", "InferenceRuns"]
+
+
+# Built once: read by every label save (values bound per call).
+_c = inference_runs.c
+_LAST = (
+    select(inference_runs)
+    .where(_c.image_id == bindparam("image_id"), _c.holder == bindparam("holder"))
+    .order_by(_c.created_at.desc())
+    .limit(1)
+)
+_LAST_AFTER = _LAST.where(_c.created_at > bindparam("after"))
 
 
 @dataclass(frozen=True)
@@ -60,12 +71,9 @@ class InferenceRuns:
 
     def last(self, image_id: str, holder: str, after: float | None = None) -> InferenceRun | None:
         """``holder``'s newest run on ``image_id`` of any model, later than ``after`` when given."""
-        c = inference_runs.c
-        query = select(inference_runs).where(c.image_id == image_id, c.holder == holder[:256])
-        if after is not None:
-            query = query.where(c.created_at > after)
+        values = {"image_id": image_id, "holder": holder[:256], "after": after}
         with self._ctx.db.read() as conn:
-            row = conn.execute(query.order_by(c.created_at.desc()).limit(1)).mappings().first()
+            row = conn.execute(_LAST if after is None else _LAST_AFTER, values).mappings().first()
         if row is None:
             return None
         version = row["model_version"]

@@ -153,6 +153,15 @@ def _nifti_image(path: Path, kind: FileKind) -> Iterator[Any]:
         yield img
 
 
+def _nifti_decode_size(img: Any, geometry: Geometry) -> DecodeSize:
+    """What decoding the NIfTI image takes: its dtype, plus float64 when the header scales values."""
+    voxels = int(np.prod(geometry.shape))
+    itemsize = img.header.get_data_dtype().itemsize
+    slope, inter = img.header.get_slope_inter()
+    scaled = (slope is not None and slope != 1) or (inter is not None and inter != 0)
+    return DecodeSize(voxels, voxels * (itemsize + (8 if scaled else 0)))
+
+
 def _nifti_geometry(img: Any) -> Geometry:
     shape = _squeeze_to_3d(tuple(int(s) for s in img.shape), "The NIfTI image")
     affine = np.asarray(img.affine, dtype=np.float64)
@@ -292,11 +301,7 @@ def declared_size(path: Path) -> DecodeSize:
     kind = sniff(path)
     if kind in ("nifti", "nifti-gz"):
         with _nifti_image(path, kind) as img:
-            voxels = int(np.prod(_nifti_geometry(img).shape))
-            itemsize = img.header.get_data_dtype().itemsize
-            slope, inter = img.header.get_slope_inter()
-        scaled = (slope is not None and slope != 1) or (inter is not None and inter != 0)
-        return DecodeSize(voxels, voxels * (itemsize + (8 if scaled else 0)))
+            return _nifti_decode_size(img, _nifti_geometry(img))
     if kind == "nrrd":
         header = _nrrd_read_header(path)
         voxels = int(np.prod(_nrrd_geometry(header).shape))
@@ -337,11 +342,13 @@ def read_volume(path: Path, limits: DecodeLimits | None = None) -> Volume:
         PayloadTooLargeError: over ``limits``.
     """
     kind = sniff(path)
-    if limits is not None:
-        limits.check(declared_size(path), "The image" if kind != "nrrd" else "The NRRD file")
+    if limits is not None and kind == "nrrd":
+        limits.check(declared_size(path), "The NRRD file")
     if kind in ("nifti", "nifti-gz"):
         with _nifti_image(path, kind) as img:
             geometry = _nifti_geometry(img)
+            if limits is not None:  # from the header just read, before a voxel is
+                limits.check(_nifti_decode_size(img, geometry), "The image")
             try:
                 data = np.asanyarray(img.dataobj)
             except Exception as exc:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, desc, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, bindparam, desc, func, insert, select, update
 
 from labelloop.datastore import pid_alive
 from labelloop.db import Database
@@ -29,6 +29,7 @@ from labelloop.jobs.records import LOG_TAIL_LINES, ClaimState, Job, JobKind, Job
 __all__ = ["JobQueue"]
 
 logger = logging.getLogger(__name__)
+
 
 _ACTIVE = (JobStatus.SUBMITTED.value, JobStatus.RUNNING.value)
 #: A process of a job on this host that died is reaped after this long at most (not ``stale_after_s``).
@@ -72,6 +73,26 @@ _STOP_PATHS = {JobKind.TRAIN: "/train/", JobKind.SCORING: "/scoring/", JobKind.B
 
 def _clock_text(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+# Built once (read on every /info/); the values are bound per call.
+_NEWEST = select(jobs).where(jobs.c.kind == bindparam("kind")).order_by(desc(jobs.c.created_at)).limit(1)
+_RANKED = (
+    select(
+        jobs.c.name,
+        jobs.c.progress,
+        func.row_number()
+        .over(partition_by=jobs.c.name, order_by=(desc(jobs.c.created_at), desc(jobs.c.id)))
+        .label("rank"),
+    )
+    .where(jobs.c.kind == bindparam("kind"), jobs.c.name.in_(bindparam("names", expanding=True)))
+    .subquery()
+)
+_LATEST_PROGRESS = (
+    select(_RANKED.c.name, _RANKED.c.progress)
+    .where(_RANKED.c.rank <= bindparam("depth"))
+    .order_by(_RANKED.c.rank)
+)
 
 
 class JobQueue:
@@ -223,6 +244,12 @@ class JobQueue:
         with self._db.read() as conn:
             return self._get_in(conn, job_id)
 
+    def newest(self, kind: JobKind) -> Job | None:
+        """The newest job of ``kind``, if any."""
+        with self._db.read() as conn:
+            row = conn.execute(_NEWEST, {"kind": kind.value}).mappings().first()
+        return self._record(row) if row is not None else None
+
     def recent(self, kind: JobKind, *, name: str | None = None, limit: int | None = None) -> list[Job]:
         """Jobs of ``kind``, newest first."""
         query = select(jobs).where(jobs.c.kind == kind.value)
@@ -233,6 +260,17 @@ class JobQueue:
             query = query.limit(limit)
         with self._db.read() as conn:
             return [self._record(r) for r in conn.execute(query).mappings()]
+
+    def latest_progress(self, kind: JobKind, names: list[str], depth: int = 5) -> dict[str, dict[str, Any]]:
+        """Per name, the progress of the newest of its last ``depth`` jobs of ``kind`` that reported
+        any (``{}`` when none did), in one query."""
+        found: dict[str, dict[str, Any]] = {}
+        values = {"kind": kind.value, "names": names, "depth": depth}
+        with self._db.read() as conn:
+            for name, progress in conn.execute(_LATEST_PROGRESS, values):
+                if progress and name not in found:
+                    found[name] = dict(progress)
+        return {name: found.get(name, {}) for name in names}
 
     def active(self, kind: JobKind) -> list[Job]:
         """Queued and running jobs of ``kind``, oldest first."""

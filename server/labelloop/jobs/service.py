@@ -70,15 +70,7 @@ class JobService:
 
     def train_stats(self) -> dict[str, Any]:
         """Per trainer, the stats of its newest run that reported any (kept in the database)."""
-        stats: dict[str, Any] = {}
-        for name in self.app.train_tasks:
-            for job in self.queue.recent(JobKind.TRAIN, name=name, limit=5):
-                if job.progress:
-                    stats[name] = job.progress
-                    break
-            else:
-                stats[name] = {}
-        return stats
+        return self.queue.latest_progress(JobKind.TRAIN, list(self.app.train_tasks))
 
     # ------------------------------------------------------------ submitting
 
@@ -209,8 +201,7 @@ class JobService:
             await asyncio.sleep(0.2)
 
     def latest(self, kind: JobKind) -> Job | None:
-        found = self.queue.recent(kind, limit=1)
-        return found[0] if found else None
+        return self.queue.newest(kind)
 
     def history(self, kind: JobKind) -> list[Job]:
         return self.queue.recent(kind)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, desc, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, desc, func, insert, select, update
 
 from labelloop.datastore import BlobStore, validate_id
 from labelloop.db import Database
@@ -17,6 +17,11 @@ from labelloop.errors import ModelNotFoundError
 from labelloop.registry.models import model_versions
 
 __all__ = ["ModelVersion", "Registry", "active_versions_in", "model_lock"]
+
+# Built once: read on every /info/ and inference (the model bound per call).
+_ACTIVE = select(model_versions).where(
+    model_versions.c.model == bindparam("model"), model_versions.c.active.is_(True)
+)
 
 logger = logging.getLogger(__name__)
 
@@ -194,15 +199,7 @@ class Registry:
     def active(self, model: str) -> ModelVersion | None:
         """The version inference uses, or ``None`` if the model has none (untrained)."""
         with self._db.read() as conn:
-            row = (
-                conn.execute(
-                    select(model_versions).where(
-                        model_versions.c.model == model, model_versions.c.active.is_(True)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            row = conn.execute(_ACTIVE, {"model": model}).mappings().first()
         return self._record(row) if row is not None else None
 
     def versions(self, model: str) -> list[ModelVersion]:

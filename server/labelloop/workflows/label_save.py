@@ -15,6 +15,7 @@ and the version records that link (``model_link``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection
@@ -49,6 +50,8 @@ class LabelSave:
         pacs_seg: ``(SOPInstanceUID, SeriesInstanceUID)`` of the DICOM SEG in the PACS that the
             label is (stored there by the client): it is not written back again, and is recorded
             as imported with the version.
+        audit: writes the request's audit event in the save's own transaction (the API's
+            ``PendingAudit.record_in``), so the two commit together, in one commit.
     """
 
     image_id: str
@@ -58,6 +61,7 @@ class LabelSave:
     if_match: list[str] | None = None
     create_only: bool = False
     pacs_seg: tuple[str, str] | None = None
+    audit: Callable[[Connection], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,14 @@ def save_label(datastore: Datastore, activelearning: ActiveLearning, request: La
     while the file was being checked, which would change the tag it belongs under.
     """
     image_id = validate_id(request.image_id)
+    # The reads before the write share one transaction (the write ends it: see Database.snapshot).
+    with datastore.db.snapshot():
+        return _save_label(datastore, activelearning, request, image_id)
+
+
+def _save_label(
+    datastore: Datastore, activelearning: ActiveLearning, request: LabelSave, image_id: str
+) -> LabelSaved:
     holder = request.provenance.holder
     tag = activelearning.save_tag(image_id, validate_tag(request.tag), holder)
     provenance = linked_to_last_inference(datastore, image_id, tag, request.provenance)
@@ -104,6 +116,8 @@ def save_label(datastore: Datastore, activelearning: ActiveLearning, request: La
             datastore.segs.record_import(
                 conn, uid, series, image_id=image_id, tag=version.tag, version=version.version
             )
+        if request.audit is not None:  # last: on PostgreSQL it holds the trail's lock until the commit
+            request.audit(conn)
 
     version = datastore.labels.save(
         image_id,
@@ -116,7 +130,11 @@ def save_label(datastore: Datastore, activelearning: ActiveLearning, request: La
         in_transaction=in_transaction,
     )
     reads = activelearning.complete_reads(image_id) if activelearning.is_read(tag) else None
-    write_back = datastore.segs.for_version(version.image_id, version.tag, version.version)
+    # Only a version whose SEG the save wrote for the PACS has a write-back (LabelStore._stage).
+    written = "seg_sop_instance_uid" in version.params
+    write_back = (
+        datastore.segs.for_version(version.image_id, version.tag, version.version) if written else None
+    )
     return LabelSaved(version, ended[0] if ended else None, reads, write_back)
 
 
