@@ -27,6 +27,9 @@ LABELS = {
     "lesion": 5,
 }
 
+#: The labels that are lesions: their connected components are counted as lesions.
+LESIONS = frozenset({"lesion"})
+
 
 def build_app() -> App:
     """The app the server hosts."""
@@ -35,6 +38,7 @@ def build_app() -> App:
         description="Active-learning segmentation of abdominal CT structures",
         version=__version__,
         labels=LABELS,
+        lesions=LESIONS,
         infer_tasks={
             "segmentation": SegmentationTask(LABELS),
             "deepedit": DeepEditTask(LABELS),

@@ -42,7 +42,7 @@ from labelloop.api import (
     mount_web,
 )
 from labelloop.auth import AuditTrail, Auth, OidcVerifier
-from labelloop.datastore import Datastore, DicomWebSource, ImportReport, PacsLink, validate_id
+from labelloop.datastore import Datastore, DicomWebSource, ImportReport, Measurer, PacsLink, validate_id
 from labelloop.db import Database
 from labelloop.errors import LabelloopError
 from labelloop.inference import BundleTask, InferenceService
@@ -115,6 +115,7 @@ def _services_on(settings: Settings, app: App, infer_tasks: dict[str, InferTask]
         label_max=_label_max(app, infer_tasks),
         writeback_retry_s=settings.dicomweb.writeback_interval_s,
         writeback_timeout_s=settings.dicomweb.timeout_s,
+        measurer=Measurer(dict(app.labels), app.lesions),
     )
     registry = Registry(db, datastore.blobs)
     inference = InferenceService(infer_tasks, registry, settings.inference)

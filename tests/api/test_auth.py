@@ -34,6 +34,7 @@ PATH_VALUES = {
     "version": "1",
     "method": "nosuchmethod",
     "path": "studies",
+    "patient_id": "nosuchpatient",
 }
 
 

@@ -43,6 +43,7 @@ AUDITED: dict[tuple[str, str], str] = {
     ("GET", "/datastore/label"): "label.download",
     ("GET", "/datastore/label/info"): "label.read",
     ("GET", "/datastore/label/versions"): "label.read",
+    ("GET", "/measurements/patients/{patient_id}"): "label.read",
     ("PUT", "/datastore/label"): "label.save",
     ("PUT", "/datastore/label/info"): "label.update",
     ("PUT", "/datastore/updatelabelinfo"): "label.update",

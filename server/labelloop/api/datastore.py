@@ -311,9 +311,17 @@ def head_label(
     return Response(status_code=200, headers={"ETag": record.etag})
 
 
-@router.get("/label/info", summary="Label info of the current version", responses=_READ_ERRORS)
+@router.get(
+    "/label/info",
+    summary="Label info of the current version (with its measurements, when it was measured)",
+    responses=_READ_ERRORS,
+)
 def get_label_info(ds: DatastoreDep, label: ImageQuery, tag: TagQuery) -> dict[str, Any]:
-    return ds.labels.get(label, tag).public_info()
+    version = ds.labels.get(label, tag)
+    info = version.public_info()
+    if version.measurements is not None:
+        info["measurements"] = version.measurements  # ours, additive: as in /datastore/label/versions
+    return info
 
 
 @router.put("/label/info", summary="Merge into the current label version's info", responses=_INFO_ERRORS)

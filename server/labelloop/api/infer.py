@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from labelloop.api.metrics import metrics_of
 from labelloop.datastore import (
     ORIGINAL_TAG,
     LabelFile,
+    Measurer,
     Provenance,
     sha256_file,
     validate_id,
@@ -42,6 +43,7 @@ from labelloop.errors import FeatureDisabledError, InvalidIdError, InvalidInputE
 from labelloop.imaging import Volume, read_geometry, read_volume, sniff, write_volume
 from labelloop.imaging.dicomseg import SegAuthor
 from labelloop.inference import ImageSource, InferResult
+from labelloop.measurements import monai_centroids
 
 __all__ = ["router"]
 
@@ -153,6 +155,21 @@ def _write(result: InferResult, path: Path, dtype: np.dtype[Any]) -> float:
         )
     write_volume(path, label.astype(dtype, copy=False), result.image.geometry.affine)
     return time.perf_counter() - started
+
+
+def _measure(result: InferResult, labels: Any, lesions: frozenset[str]) -> dict[str, Any]:
+    """``{"measurements": ..., "centroids": ...}`` of the result's label: each label's volume, lesion
+    count, centroid and box (ours), and MONAI Label's ``centroids`` (``{"label_<v>": ["v", "i", "j",
+    "k"]}``, voxel indices as strings). Labels are named by ``label_names`` when it maps names to
+    values, else ``label_<value>``."""
+    names: dict[str, int] | None = None
+    if isinstance(labels, Mapping) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in labels.values()
+    ):
+        names = {str(k): int(v) for k, v in labels.items()}
+    measurer = Measurer(names, lesions)
+    measured = measurer.measure(result.output.label, result.image.geometry.affine)
+    return {"measurements": measurer.to_json(measured), "centroids": monai_centroids(measured)}
 
 
 def _result_json(result: InferResult, labels: Any) -> dict[str, Any]:
@@ -267,6 +284,9 @@ async def infer(
                 recorded.observe_inference(model, {"write": write_s})
             labels = result.output.result.get("label_names", dict(spec.labels) or [])
             body = _result_json(result, labels)
+            measured = await anyio.to_thread.run_sync(_measure, result, labels, services.app.lesions)
+            body["measurements"] = measured["measurements"]
+            body.setdefault("centroids", measured["centroids"])  # a task's own centroids win
             if parsed.get("save_label") and inputs.image_id is not None:
                 tag = validate_tag(parsed.get("label_tag") or ORIGINAL_TAG)
                 client_id = parsed.get("client_id")

@@ -46,6 +46,8 @@ def _info(services: ServicesDep) -> dict[str, Any]:
         "description": app.description,
         "version": app.version,
         "labels": app.label_names,
+        # ours, additive: which labels are lesions (their measurements count lesions)
+        "lesions": [name for name in app.label_names if name in app.lesions],
         "models": {name: _model(services, name) for name in services.inference.names},
         "trainers": services.jobs.trainers(),
         "strategies": services.activelearning.describe(),

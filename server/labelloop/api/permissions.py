@@ -101,6 +101,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     # reviewing: everyone's work, dataset export
     ("GET", "/activelearning/leases"): REVIEWER,
     ("GET", "/datastore/progress"): REVIEWER,
+    ("GET", "/measurements/patients/{patient_id}"): REVIEWER,
     ("GET", "/datastore/pacs"): REVIEWER,
     ("GET", "/activelearning/skips"): REVIEWER,
     ("GET", "/activelearning/agreement"): REVIEWER,

@@ -213,6 +213,11 @@ class InfoRead(BaseModel):
     description: str
     version: str
     labels: list[str]
+    lesions: list[str] = Field(
+        default_factory=list,
+        description="the labels that are lesions (ours): their measurements say lesion: true, and "
+        "their component count is a lesion count",
+    )
     models: dict[str, InferModelRead]
     trainers: dict[str, dict[str, Any]]
     strategies: dict[str, dict[str, Any]]
@@ -440,6 +445,12 @@ class LabelVersionRead(BaseModel):
     source: str
     label_info: Any
     info: dict[str, Any]
+    measurements: dict[str, Any] | None = Field(
+        description="each label's volume_ml, voxels, components (a lesion count), largest_component_ml, "
+        "centroid_ras_mm, centroid_ijk, bbox and lesion flag, as measured when the version was saved: "
+        '{"connectivity", "voxel_volume_mm3", "labels": {name: {...}}}; null for versions saved '
+        "before the server measured labels",
+    )
 
 
 def label_version(v: LabelVersion) -> LabelVersionRead:
@@ -461,6 +472,7 @@ def label_version(v: LabelVersion) -> LabelVersionRead:
         source=v.source,
         label_info=v.params.get("label_info"),
         info=v.public_info(),
+        measurements=v.measurements,
     )
 
 

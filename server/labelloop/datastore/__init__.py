@@ -4,6 +4,8 @@ from labelloop.datastore.blobs import BlobStore, pid_alive, sha256_file
 from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, validate_tag
 from labelloop.datastore.intake import read_image, read_label
 from labelloop.datastore.labels import parse_if_match
+from labelloop.datastore.measured import Measurer
+from labelloop.datastore.patients import PatientStudy
 from labelloop.datastore.progress import AuthorWork, DayCount, LabelProgress, label_progress
 from labelloop.datastore.records import (
     ImageRecord,
@@ -37,9 +39,11 @@ __all__ = [
     "LabelProgress",
     "LabelSource",
     "LabelVersion",
+    "Measurer",
     "PacsError",
     "PacsLink",
     "PacsSegs",
+    "PatientStudy",
     "Provenance",
     "RefreshReport",
     "SegRecord",

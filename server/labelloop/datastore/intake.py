@@ -6,7 +6,7 @@ Nothing here writes outside the scratch directory; callers store the result afte
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +114,7 @@ class Accepted:
     format: VolumeFormat
     geometry: Geometry
     converted: bool = False
+    measurements: dict[str, Any] | None = None
 
 
 def read_image(source: Path, settings: DatastoreSettings, limits: DecodeLimits | None = None) -> Volume:
@@ -224,13 +225,23 @@ def accept_label(
     image: Geometry,
     blobs: BlobStore,
     decoder: Decoder,
+    measure: Callable[[Volume], dict[str, Any]] | None = None,
 ) -> Iterator[Accepted]:
-    """Validate a label against its image's grid (see ``read_label``); ``.bin`` is stored as NIfTI."""
+    """Validate a label against its image's grid (see ``read_label``); ``.bin`` is stored as NIfTI.
+
+    ``measure`` runs on the decoded label while its decode budget is held (the label is decoded
+    once, for the check and the measurements); what it returns is ``Accepted.measurements``.
+    """
     with decoder.label(source, filename, image) as volume:
+        measurements = measure(volume) if measure is not None else None
         if filename and filename.lower().endswith(".bin"):
             with blobs.scratch(".nii.gz") as converted:
                 write_volume(converted, volume.array, image.affine)
-                yield Accepted(converted, ".nii.gz", "nifti", image, converted=True)
+                yield Accepted(
+                    converted, ".nii.gz", "nifti", image, converted=True, measurements=measurements
+                )
             return
         fmt, geometry = volume.format, volume.geometry
-    yield Accepted(source, canonical_extension(sniff(source), filename), fmt, geometry)
+    yield Accepted(
+        source, canonical_extension(sniff(source), filename), fmt, geometry, measurements=measurements
+    )

@@ -17,6 +17,7 @@ from labelloop.datastore.counters import bump, label_counter
 from labelloop.datastore.ids import DEFAULT_TAG, ORIGINAL_TAG, validate_id, validate_tag
 from labelloop.datastore.images import ImageStore
 from labelloop.datastore.intake import accept_label
+from labelloop.datastore.measured import Measurer
 from labelloop.datastore.models import label_versions, labels
 from labelloop.datastore.records import (
     Context,
@@ -57,6 +58,7 @@ class _Staged:
     provenance: Provenance
     params: dict[str, Any]
     seg: StagedSeg | None = None
+    measurements: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,12 +130,16 @@ def _decode_cursor(cursor: str) -> tuple[float, int]:
 
 
 class LabelStore:
-    """Save, read, annotate and retire label versions."""
+    """Save, read, annotate and retire label versions; each saved version is measured
+    (``measurer``: the app's label names and lesions) and keeps its measurements."""
 
-    def __init__(self, ctx: Context, images: ImageStore, segs: PacsSegs) -> None:
+    def __init__(
+        self, ctx: Context, images: ImageStore, segs: PacsSegs, measurer: Measurer | None = None
+    ) -> None:
         self._ctx = ctx
         self._images = images
         self._segs = segs
+        self._measurer = measurer or Measurer()
 
     def _record(self, row: RowMapping) -> LabelVersion:
         return LabelVersion(
@@ -155,6 +161,7 @@ class LabelStore:
             model_version=row["model_version"],
             source=row["source"],
             path=self._ctx.blobs.path(row["location"]),
+            measurements=row["measurements"],
         )
 
     # ------------------------------------------------------------ writing
@@ -205,10 +212,17 @@ class LabelStore:
     def _stage(
         self, image: ImageRecord, tag: str, file: LabelFile, provenance: Provenance, write_back: bool
     ) -> _Staged:
-        """Check the file against the image, write a PACS image's final label back, store the blob."""
+        """Check and measure the file against the image, write a PACS image's final label back, store
+        the blob."""
         params = dict(provenance.params)
+        affine = image.geometry.affine
         with accept_label(
-            file.path, file.filename, image.geometry, self._ctx.blobs, self._ctx.decoder
+            file.path,
+            file.filename,
+            image.geometry,
+            self._ctx.blobs,
+            self._ctx.decoder,
+            measure=lambda volume: self._measurer.json_of(volume.array, affine),
         ) as accepted:
             seg = None
             if image.remote and tag == DEFAULT_TAG and write_back and self._ctx.remote is not None:
@@ -230,7 +244,7 @@ class LabelStore:
                 if seg is not None:
                     self._ctx.blobs.delete(seg.key)
                 raise
-        return _Staged(key, name, accepted.ext, sha256, size, provenance, params, seg)
+        return _Staged(key, name, accepted.ext, sha256, size, provenance, params, seg, accepted.measurements)
 
     def _insert_in(
         self,
@@ -284,6 +298,7 @@ class LabelStore:
                 model=provenance.model,
                 model_version=model_version,
                 source=provenance.source,
+                measurements=staged.measurements,
             ),
         )
         conn.execute(_MOVE_HEAD, {"b_image_id": image.id, "b_tag": tag, "b_version": version, "b_now": now})

@@ -109,6 +109,9 @@ label_versions = Table(
     Column("model", String(128), nullable=True),
     Column("model_version", Integer, nullable=True),
     Column("source", String(16), nullable=False),
+    # Each label's volume, components, centroid and box as measured at save time
+    # (``LabelMeasurements.to_json`` plus ``lesion`` flags); NULL for versions saved before 0013.
+    Column("measurements", JSON, nullable=True),
     UniqueConstraint("image_id", "tag", "version", name="uq_label_versions_image_tag_version"),
     ForeignKeyConstraint(
         ["image_id", "tag"], ["labels.image_id", "labels.tag"], name="fk_label_versions_labels"

@@ -176,7 +176,12 @@ class LabelFile:
 
 @dataclass(frozen=True)
 class LabelVersion:
-    """One immutable version of the label ``(image_id, tag)``."""
+    """One immutable version of the label ``(image_id, tag)``.
+
+    ``measurements``: each label's volume (mL), components, largest component (mL), centroid (RAS
+    mm and voxel indices) and bounding box as measured when it was saved (``Measurer.to_json``);
+    ``None`` for versions saved before the server measured them.
+    """
 
     image_id: str
     tag: str
@@ -196,6 +201,7 @@ class LabelVersion:
     model_version: int | None
     source: str
     path: Path = field(compare=False)
+    measurements: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def etag(self) -> str:

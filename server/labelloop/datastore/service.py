@@ -13,7 +13,9 @@ from labelloop.datastore.export import write_dataset_zip
 from labelloop.datastore.images import ImageStore
 from labelloop.datastore.intake import Decoder
 from labelloop.datastore.labels import LabelStore
+from labelloop.datastore.measured import Measurer
 from labelloop.datastore.models import images, label_versions
+from labelloop.datastore.patients import Patients
 from labelloop.datastore.records import Context, RemoteImages
 from labelloop.datastore.runs import InferenceRuns
 from labelloop.datastore.segs import PacsSegs
@@ -29,10 +31,11 @@ __all__ = ["Datastore"]
 
 class Datastore:
     """Images (``.images``), label versions (``.labels``), sessions (``.sessions``), annotators' last
-    inference runs (``.runs``) and views.
+    inference runs (``.runs``), patients' studies (``.patients``) and views.
 
-    Files live under ``data_dir``; rows in ``db``. Every method is synchronous and safe to
-    call from many threads and processes at once.
+    Files live under ``data_dir``; rows in ``db``. ``measurer`` measures every label version saved
+    (the app's label names and lesions; by default every value present, named ``label_<value>``).
+    Every method is synchronous and safe to call from many threads and processes at once.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class Datastore:
         label_max: int | None = None,
         writeback_retry_s: float = 15.0,
         writeback_timeout_s: float = 60.0,
+        measurer: Measurer | None = None,
     ) -> None:
         self.db = db
         settings = settings or DatastoreSettings()
@@ -62,7 +66,8 @@ class Datastore:
         )
         self.images = ImageStore(self.ctx)
         self.segs = PacsSegs(self.ctx, retry_after_s=writeback_retry_s, claim_s=writeback_timeout_s)
-        self.labels = LabelStore(self.ctx, self.images, self.segs)
+        self.labels = LabelStore(self.ctx, self.images, self.segs, measurer)
+        self.patients = Patients(self.ctx, self.images, self.labels)
         self.sessions = SessionStore(self.ctx, session_settings or SessionSettings())
         self.runs = InferenceRuns(self.ctx)
         self.views = Views(self.ctx, name, description)

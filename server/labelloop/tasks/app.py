@@ -31,6 +31,9 @@ class App:
         description: one line.
         version: the app's own version string.
         labels: label name -> integer value in label maps; ``background`` is 0.
+        lesions: the labels that are lesions (each a name in ``labels`` other than the background,
+            value 0): their measurements say ``"lesion": true``, and their component count is a
+            lesion count.
         infer_tasks: model name -> inference task; names are ids (``[A-Za-z0-9._-]``).
         train_tasks: trainer name -> training task; each trains one of ``infer_tasks``.
         strategies: active-learning strategies (``random``, ``first`` and ``last`` are built in).
@@ -41,6 +44,7 @@ class App:
     description: str
     version: str
     labels: Mapping[str, int] = field(default_factory=dict)
+    lesions: frozenset[str] = frozenset()
     infer_tasks: Mapping[str, InferTask] = field(default_factory=dict)
     train_tasks: Mapping[str, TrainTask[Any]] = field(default_factory=dict)
     strategies: Mapping[str, Strategy] = field(default_factory=dict)
@@ -52,6 +56,13 @@ class App:
             raise AppLoadError(f"App {self.name!r} gives two labels the same value: {dict(self.labels)}")
         if any(v < 0 for v in values):
             raise AppLoadError(f"App {self.name!r} has a negative label value: {dict(self.labels)}")
+        if not isinstance(self.lesions, frozenset):
+            raise AppLoadError(f"App {self.name!r}: lesions must be a frozenset of label names")
+        unknown = sorted(n for n in self.lesions if self.labels.get(n, 0) == 0)
+        if unknown:
+            raise AppLoadError(
+                f"App {self.name!r} declares lesions {unknown} that are not its labels (or are background)"
+            )
         for method, scorer in self.scoring.items():
             if scorer.spec.model not in self.infer_tasks:
                 raise AppLoadError(
