@@ -99,7 +99,7 @@ bench: venv sample-data
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/active_learning.py
 	$(BIN)/python bench/contention.py
-	$(BIN)/python bench/requests.py --postgres
+	$(BIN)/python bench/small_requests.py --postgres
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,8 @@
-"""The baseline of ``bench/requests.py``: a minimal FastAPI app doing the same I/O as labelloop.
+"""The baseline of ``bench/small_requests.py``: a minimal FastAPI app doing the same I/O as labelloop.
 
 It is what a small request costs with nothing but the framework, the server and the storage
 under it, measured in the same run as labelloop so the ratio tells what labelloop's own layers
-add. Run by ``bench/requests.py`` as ``uvicorn`` in a child process (same uvicorn defaults as
+add. Run by ``bench/small_requests.py`` as ``uvicorn`` in a child process (same uvicorn defaults as
 ``labelloop serve``: httptools, uvloop where installed, one process)::
 
     python bench/_requests_baseline.py --data-dir DIR --database-url URL --info FILE --port N

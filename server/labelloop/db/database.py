@@ -87,7 +87,7 @@ class Database:
             cursor.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk when it returns (WAL fsynced), so an acknowledged label
             # survives a power cut, not only a crash of the server (NORMAL's promise). It costs one
-            # fsync of the WAL per commit (bench/requests.py measures it).
+            # fsync of the WAL per commit (bench/small_requests.py measures it).
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=60000")

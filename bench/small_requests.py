@@ -34,7 +34,7 @@ PostgreSQL: ``--postgres`` starts a throwaway server with ``fsync`` on (the proj
 
 Usage::
 
-    python bench/requests.py [--quick] [--postgres] [--rounds 6] [--samples 50] [--large 100000]
+    python bench/small_requests.py [--quick] [--postgres] [--rounds 6] [--samples 50] [--large 100000]
                              [--json PATH]
 """
 
@@ -54,11 +54,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as ``python bench/requests.py``: this file's folder must not come
-    # first on the path, or ``import requests`` below would import this very file.
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+import requests
 
-import requests  # noqa: E402
+if __package__ in (None, ""):  # run as ``python bench/small_requests.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._util import (  # noqa: E402
     REPO,
