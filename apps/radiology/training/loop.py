@@ -1,12 +1,13 @@
 """The training loop shared by the radiology trainers: one function per rank, ``run_rank``.
 
 Cases are read, normalised exactly as inference normalises them (``normalise``: RAS,
-3 x 3 x 4 mm, HU window) and cached by a MONAI ``CacheDataset`` within a byte budget
-(``data.datasets``). Each step trains on class-balanced random patches of
-``NetworkConfig.roi_size``; each epoch ends with a sliding-window validation (mean foreground
-Dice), best-model tracking, a checkpoint and early stopping. The same function runs alone (one
-process, CPU or one GPU) or as one rank of a ``torch.distributed`` data-parallel run
-(``ddp.train_ddp``).
+3 x 3 x 4 mm, HU window) and, when the run reads them more than once, cached by a MONAI
+``CacheDataset`` within a byte budget (``data.datasets``). Each step trains on class-balanced
+random patches of ``NetworkConfig.roi_size`` (on the CPU one patch per forward and backward pass,
+which bounds the activations' memory; the step is still the whole batch's); each epoch ends with a
+sliding-window validation (mean foreground Dice), best-model tracking, a checkpoint and early
+stopping. The same function runs alone (one process, CPU or one GPU) or as one rank of a
+``torch.distributed`` data-parallel run (``ddp.train_ddp``).
 """
 
 from __future__ import annotations
@@ -118,7 +119,10 @@ class _Run:
                 self.network, device_ids=[self.device.index] if self.amp else None
             )
         torch.manual_seed(self.cfg.seed + 1 + self.rank)  # other patches on each rank, same weights
-        train, self.val = datasets(job, *shard(job, dist))
+        train, self.val = datasets(job, *shard(job, dist), passes=job.config.max_epochs - self.progress.epoch)
+        # Patches per forward and backward pass. A 96 x 96 x 64 patch's activations take ~350 MB:
+        # the CPU (no faster on bigger batches) runs one at a time; a GPU takes the whole batch.
+        self.patches_per_pass = 1 if self.device.type == "cpu" else 0
         self.loader = DataLoader(train, batch_size=self.cfg.train_batch_size, shuffle=True, num_workers=0)
         self.loss = DiceCELoss(include_background=True, to_onehot_y=True, softmax=True, reduction="mean")
         rng = np.random.default_rng([self.cfg.seed, self.rank])
@@ -137,19 +141,11 @@ class _Run:
             images = _plain(batch["image"]).to(self.device)
             labels = _plain(batch["label"]).to(self.device).long()
             inputs = self.inputs.for_training(images, labels, self.network)
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=self.device.type, enabled=self.amp):
-                logits = self.model(inputs)
-                loss = self.loss(logits, labels)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            loss, predictions = self._step(inputs, labels)
             scores = [
-                s
-                for s in dice_per_case(logits.detach().argmax(dim=1), labels[:, 0], len(self.job.labels))
-                if s is not None
+                s for s in dice_per_case(predictions, labels[:, 0], len(self.job.labels)) if s is not None
             ]
-            sums += torch.tensor([float(loss.detach()), 1.0, sum(scores), len(scores)], dtype=torch.float64)
+            sums += torch.tensor([loss, 1.0, sum(scores), len(scores)], dtype=torch.float64)
             self.progress.iteration += 1
             self.progress.epoch_iteration += 1
             self.progress.train_loss = float(sums[0] / sums[1])
@@ -157,6 +153,40 @@ class _Run:
         sums = self._all_sum(sums)
         self.progress.train_loss = float(sums[0] / max(float(sums[1]), 1.0))
         self.progress.train_dice = float(sums[2] / sums[3]) if sums[3] > 0 else None
+
+    def _step(self, inputs: Any, labels: Any) -> tuple[float, Any]:
+        """One optimiser step on a batch, ``patches_per_pass`` patches at a time (0: all at once).
+
+        Each part's loss is weighted by its share of the batch and the gradients add up, so the
+        step is the whole batch's: the loss is a mean over patches of one size, and instance norm
+        works per patch. A data-parallel run all-reduces once, on the batch's last backward pass.
+        Returns the batch's loss and its predicted labels ``(B, X, Y, Z)``.
+        """
+        import contextlib
+
+        import torch
+
+        total = int(inputs.shape[0])
+        per_pass = self.patches_per_pass or total
+        loss_sum = 0.0
+        predictions = []
+        self.optimizer.zero_grad(set_to_none=True)
+        for start in range(0, total, per_pass):
+            part = slice(start, min(start + per_pass, total))
+            share = (part.stop - part.start) / total
+            last = part.stop == total
+            sync = contextlib.nullcontext() if last or self.dist is None else self.model.no_sync()
+            with sync:
+                with torch.autocast(device_type=self.device.type, enabled=self.amp):
+                    logits = self.model(inputs[part])
+                    loss = self.loss(logits, labels[part])
+                self.scaler.scale(loss * share).backward()
+            loss_sum += float(loss.detach()) * share
+            predictions.append(logits.detach().argmax(dim=1))
+            del logits, loss  # this part's graph and activations go before the next part's forward
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss_sum, torch.cat(predictions)
 
     def end_epoch(self, started: float) -> bool:
         """Validate, track the best weights, checkpoint, report; True to stop early.

@@ -8,7 +8,15 @@ import numpy as np
 import torch
 
 from apps.radiology import LABELS
-from apps.radiology.training import Dist, LoadCased, SegmentationTrainer, TrainJob, cached_count, shard
+from apps.radiology.training import (
+    Dist,
+    LoadCased,
+    SegmentationTrainer,
+    TrainJob,
+    cached_count,
+    datasets,
+    shard,
+)
 from labelloop.tasks import TrainData
 from tests.apps.radiology.training.conftest import options
 
@@ -51,3 +59,17 @@ def test_ranks_take_equal_training_shards_and_split_validation(data: TrainData, 
     t, v = job.train, job.val
     assert shard(job, Dist(0, 2)) == ((t[0], t[2]), (v[0],))
     assert shard(job, Dist(1, 2)) == ((t[1], t[0]), (v[1],))  # wraps around: every rank takes 2 steps
+
+
+def test_a_single_pass_caches_no_case_and_more_passes_cache_them(data: TrainData, tmp_path: Path) -> None:
+    """A one-epoch run reads each case once: a cache would hold them all in memory for nothing."""
+    job = _job(data, tmp_path)
+    once = datasets(job, job.train, job.val, passes=1)
+    again = datasets(job, job.train, job.val, passes=2)
+    assert [d.cache_num for d in once] == [0, 0]
+    assert [d.cache_num for d in again] == [len(job.train), len(job.val)]
+    for single, cached in zip(once, again, strict=True):  # the same cases, read or cached
+        assert len(single) == len(cached)
+    case = once[1][0]
+    assert torch.equal(torch.as_tensor(case["image"]), torch.as_tensor(again[1][0]["image"]))
+    assert torch.equal(torch.as_tensor(case["label"]), torch.as_tensor(again[1][0]["label"]))
