@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml requirements/constraints.txt
 	@echo "==> [2/4] installing torch 2.13.0 (CPU build)"
 	$(PIP) install --progress-bar off -c requirements/constraints.txt torch==2.13.0
 	@echo "==> [3/4] installing labelloop and its dependencies (the longest step: about a minute)"
-	$(PIP) install --progress-bar off -c requirements/constraints.txt -e '.[dev]'
+	$(PIP) install --progress-bar off -c requirements/constraints.txt -e '.[dev,ray]'
 	@echo "==> [4/4] installing the MONAI Label Python client (the tests drive it)"
 	# The MONAI Label Python client (what 3D Slicer uses) drives the tests; its server
 	# dependencies are not needed.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from labelloop.datastore import Datastore, DicomWebSource, ImportReport, Measure
 from labelloop.db import Database
 from labelloop.errors import LabelloopError
 from labelloop.inference import BundleTask, InferenceService
-from labelloop.jobs import JobQueue, JobService, die_with_parent
+from labelloop.jobs import JobQueue, JobService, die_with_parent, write_settings_file
 from labelloop.registry import Registry
 from labelloop.settings import Settings
 from labelloop.tasks import App, InferTask, load_app
@@ -163,18 +162,6 @@ def check_exposure(settings: Settings, *, allow_unauthenticated: bool) -> None:
         "`labelloop user add NAME --role monailabel-admin --password-stdin`), serve on 127.0.0.1, or "
         "pass --allow-unauthenticated if a proxy in front of it authenticates every request."
     )
-
-
-def write_settings_file(settings: Settings) -> Path:
-    """The settings as JSON for the worker and job processes (readable by this user only)."""
-    folder = settings.data_dir / "run"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"settings-{os.getpid()}.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # also when a file of that name was left with wider permissions
-    with os.fdopen(fd, "w") as f:
-        f.write(settings.model_dump_json())
-    return path
 
 
 def start_workers(settings: Settings, settings_file: Path) -> list[subprocess.Popen[bytes]]:

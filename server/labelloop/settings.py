@@ -19,6 +19,7 @@ __all__ = [
     "DatastoreSettings",
     "InferenceSettings",
     "JobSettings",
+    "RaySettings",
     "SessionSettings",
     "default_data_dir",
 ]
@@ -118,6 +119,12 @@ class JobSettings(BaseModel):
     workers: int = Field(
         1, ge=0, description="Worker processes the server starts (0: only standalone workers)"
     )
+    runner: Literal["local", "ray"] = Field(
+        "local",
+        description="Where a job's work runs: 'local', in the job's own process on the worker's machine; "
+        "'ray', on the Ray cluster at ray.address (training under Ray Train, batch inference and scoring "
+        "as Ray tasks; needs the `ray` extra)",
+    )
     heartbeat_interval_s: float = Field(
         2.0, gt=0, description="How often workers heartbeat for themselves and the job they run"
     )
@@ -167,6 +174,44 @@ class JobSettings(BaseModel):
                 f"intervals ({STALE_BEATS} x {self.heartbeat_interval_s:g} s)"
             )
         return self
+
+
+class RaySettings(BaseModel):
+    """The Ray cluster that jobs run on when ``jobs.runner`` is ``ray`` (``LABELLOOP_RAY__ADDRESS``).
+
+    Every node sees the data directory and the app folder at the same paths (a shared file system)
+    and has the same Python environment; only the job's own process reads and writes the database.
+    """
+
+    address: str = Field(
+        "auto",
+        description="The cluster to join: its head's GCS address (host:port, as `ray start --head` "
+        "prints it), or 'auto' for the cluster this machine's `ray start` joined",
+    )
+    train_workers: int = Field(
+        1,
+        ge=1,
+        description="Ray Train workers of a training run (data-parallel ranks, one GPU each with GPUs)",
+    )
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each training worker reserves on the cluster")
+    use_gpu: bool | None = Field(
+        None, description="Train on GPUs, one per worker (unset: when the cluster has GPUs)"
+    )
+    task_cpus: float = Field(
+        1.0, gt=0, description="CPUs each batch inference or scoring task (one per image) reserves"
+    )
+    task_gpus: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs each batch inference or scoring task reserves; fractions share one (unset: 1 "
+        "when the cluster has GPUs, else 0)",
+    )
+    max_tasks_in_flight: int = Field(
+        8, ge=1, description="Image tasks a job keeps submitted at once (the rest wait their turn)"
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, description="Threads torch uses in each task and training worker (unset: its CPUs)"
+    )
 
 
 class ActiveLearningSettings(BaseModel):
@@ -262,6 +307,7 @@ class Settings(BaseSettings):
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
     activelearning: ActiveLearningSettings = Field(default_factory=ActiveLearningSettings)
     dicomweb: DicomWebSettings = Field(default_factory=DicomWebSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -757,3 +757,18 @@ def test_nginx_itself_accepts_nginx_conf(tmp_path: Path) -> None:
         timeout=30,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_the_image_extras_are_the_package_extras() -> None:
+    """The image installs the package with ``EXTRAS`` (PostgreSQL by default, Ray on request): each one
+    named, by default or in the Dockerfile's example, is an extra of pyproject.toml."""
+    import tomllib
+
+    text = (DEPLOY / "Dockerfile").read_text()
+    extras = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    default = re.search(r"^ARG EXTRAS=(\S+)$", text, re.M)
+    example = re.search(r"--build-arg EXTRAS=(\S+)", text)
+    assert default and example and '".[$EXTRAS]"' in text
+    for named in (default[1], example[1]):
+        assert set(named.split(",")) <= set(extras), named
+    assert default[1] == "postgres" and "ray" in example[1].split(",")

@@ -3,7 +3,8 @@
 Each declares its options as a config model (``config.py``), which the server validates once,
 at submission, and hands to ``train`` typed. ``train`` runs ``loop.run_rank``: in this process on
 the CPU or one GPU, or, when several GPUs are present and the device is not pinned to one, in one
-spawned process per GPU joined by ``torch.distributed`` (``ddp.train_ddp``, NCCL).
+spawned process per GPU joined by ``torch.distributed`` (``ddp.train_ddp``, NCCL); or, when its
+runner already made it one rank of a ``torch.distributed`` group (Ray Train), that rank's share.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from labelloop.tasks import TrainContext, TrainData, TrainResult, TrainSpec, Tra
 from ..config import NETWORK, NetworkConfig
 from .config import DeepEditTrainConfig, RadiologyTrainConfig
 from .ddp import train_ddp
-from .job import TrainJob
+from .job import Dist, TrainJob
 from .loop import run_rank
 
 __all__ = ["DeepEditTrainer", "SegmentationTrainer"]
@@ -52,8 +53,13 @@ class _RadiologyTrainer(TrainTask[ConfigT]):
         self, ctx: TrainContext, data: TrainData, config: ConfigT, init_weights: Path | None
     ) -> TrainResult:
         import torch
+        import torch.distributed
 
         job = self.job(ctx, data, config, init_weights)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # One rank of a data-parallel run its runner set up (Ray Train's TorchTrainer): its share.
+            dist = Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
+            return run_rank(ctx, job, dist).result
         device = torch.device(ctx.device)
         gpus = torch.cuda.device_count() if device.type == "cuda" else 0
         if gpus > 1 and config.device in ("auto", "cuda"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from labelloop import __version__
@@ -113,8 +113,10 @@ def _load_settings_file(path: str) -> Settings:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from labelloop.jobs import JobQueue, SubprocessRunner, Worker, die_with_parent
-    from labelloop.server import build_services, write_settings_file
+    # Only the database and the worker loop: an idle worker holds no torch, app or web stack (jobs
+    # import those in their own processes), so not ``build_services``, which loads the app.
+    from labelloop.db import Database
+    from labelloop.jobs import JobQueue, SubprocessRunner, Worker, die_with_parent, write_settings_file
 
     if args.settings_file:
         settings = _load_settings_file(args.settings_file)
@@ -124,16 +126,22 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         settings = settings_from(args)
         settings_file = write_settings_file(settings)
     configure_logging(settings, to_file=True)
-    services = build_services(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    if not args.settings_file:
+        db.migrate()  # a server migrates before it starts its workers
     jobs_dir = settings.data_dir / "jobs"
-    worker = Worker(
-        JobQueue(services.datastore.db),
-        SubprocessRunner(settings_file, jobs_dir, settings.jobs.nice),
-        settings.jobs,
-        jobs_dir,
-    )
+    runner = SubprocessRunner(settings_file, jobs_dir, settings.jobs.nice)
+    if settings.jobs.runner == "ray":
+        from labelloop.jobs.ray_runner import RayRunner
+
+        runner = RayRunner(settings_file, jobs_dir, settings.jobs.nice, settings.ray.address)
+    worker = Worker(JobQueue(db), runner, settings.jobs, jobs_dir)
     worker.install_signal_handlers()
-    worker.run_forever()
+    try:
+        worker.run_forever()
+    finally:
+        db.dispose()
     return 0
 
 
@@ -144,7 +152,12 @@ def _cmd_run_job(args: argparse.Namespace) -> int:
     settings = _load_settings_file(args.settings_file)
     configure_logging(settings, to_file=False)
     services = build_services(settings)
-    return execute_job(
+    run: Callable[..., int] = execute_job
+    if settings.jobs.runner == "ray":  # the job's work runs on the Ray cluster (jobs/ray_runner.py)
+        from labelloop.jobs.ray_engine import RayEngine
+
+        run = RayEngine(settings.ray, settings.app, settings.jobs.nice).execute
+    return run(
         args.job_id,
         app=services.app,
         datastore=services.datastore,

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from labelloop.processes import pid_alive
+
 __all__ = ["BlobStore", "pid_alive", "sha256_file"]
 
 _CHUNK = 1024 * 1024
@@ -38,17 +40,6 @@ def _fsync_dir(path: Path) -> None:
 
 
 _OWNER = socket.gethostname().replace(".", "_") or "host"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this host (one of another user's counts as running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class BlobStore:

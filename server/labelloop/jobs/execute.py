@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +102,16 @@ def execute_job(
     queue: JobQueue,
     settings: JobSettings,
     jobs_dir: Path,
+    batch_infer: Callable[..., dict[str, Any]] = run_batch_infer,
+    scoring: Callable[..., dict[str, Any] | None] = run_scoring,
 ) -> int:
     """Run job ``job_id`` (already claimed by a worker) to a final status; returns the exit code.
 
     Every write goes under the job's claim: once the reaper declared the job lost, its progress,
     its final status and its model version are refused, and it stops at its next check.
+    ``batch_infer`` and ``scoring`` do those jobs' work (``run_batch_infer`` and ``run_scoring``, or
+    the Ray runner's, which take the same arguments); training runs the app's trainer, which the Ray
+    runner hands in wrapped.
     """
     job = queue.get(job_id)
     if job.status != JobStatus.RUNNING:
@@ -131,7 +137,7 @@ def execute_job(
         if job.kind == JobKind.TRAIN:
             result = run_training(job, app, datastore, registry, queue, settings, stop, jobs_dir)
         elif job.kind == JobKind.SCORING:
-            result = run_scoring(
+            result = scoring(
                 job.name,
                 app,
                 datastore,
@@ -146,7 +152,7 @@ def execute_job(
             )
         else:
             images = str(job.request.get("images", "all"))
-            result = run_batch_infer(
+            result = batch_infer(
                 job.name,
                 images,
                 job.config,

@@ -19,12 +19,12 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, RowMapping, bindparam, desc, func, insert, select, update
 
-from labelloop.datastore import pid_alive
 from labelloop.db import Database
 from labelloop.errors import AlreadyRunningError, JobNotFoundError
 from labelloop.jobs.census import JobCensus, job_census
 from labelloop.jobs.models import jobs, workers
 from labelloop.jobs.records import LOG_TAIL_LINES, ClaimState, Job, JobKind, JobStatus
+from labelloop.processes import pid_alive
 
 __all__ = ["JobQueue"]
 
