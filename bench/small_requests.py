@@ -14,7 +14,9 @@ and, reported without a target, 8 parallel ``POST /activelearning/random`` (next
 Sides, both started here as separate processes on 127.0.0.1 and driven by the same client code
 (one keep-alive ``requests.Session`` per simulated user):
 
-- **labelloop**: ``labelloop serve`` with its defaults (its job worker included) on the sample
+- **labelloop**: ``labelloop serve`` with its defaults (its job worker included) except automatic
+  training (``LABELLOOP_JOBS__AUTOTRAIN_AFTER=0``: the hundreds of saves below would otherwise queue
+  trainings that load the machine while it is measured; ``bench/contention.py`` measures that) on the sample
   data's 20 synthetic CT cases (128 x 128 x 64, ``labelloop sample-data --synthetic 20``); a
   label save uploads that image's ground-truth label (NIfTI, ~17 kB), which labelloop checks
   against the image's grid, stores as a new version and acknowledges only once it is on disk.
@@ -284,7 +286,7 @@ def run_scenario(
     with ExitStack() as stack:
         data_dir = work / "labelloop"
         data_dir.mkdir(parents=True)
-        env: dict[str, str] = {}
+        env: dict[str, str] = {"LABELLOOP_JOBS__AUTOTRAIN_AFTER": "0"}
         if large:
             files = write_files(work / "src")
             url = stack.enter_context(fresh_database(data_dir, pg_url))
