@@ -18,6 +18,7 @@ from labelloop.api import (
     session,
     tasks,
 )
+from labelloop.quiet import WARNINGS_LOCK
 
 __all__ = ["ROUTERS", "build_routes"]
 
@@ -46,10 +47,13 @@ def build_routes(app: FastAPI) -> None:
     silences a warning of its own with ``warnings.catch_warnings()``, which swaps the process's
     global filter list, so two apps answering their first requests in two threads of one process
     (the tests run servers so) can lose each other's filter and raise it. Asking for a name that
-    no route has walks every route once, in the thread that creates the app.
+    no route has walks every route once, in the thread that creates the app, under the lock every
+    warning-silencing block of labelloop holds (``labelloop.quiet``): two apps created at once in
+    two threads build one after the other.
     """
     try:
-        app.url_path_for("\0 no route has this name")
+        with WARNINGS_LOCK:
+            app.url_path_for("\0 no route has this name")
     except NoMatchFound:
         return
     raise AssertionError("a route is named like the sentinel")  # pragma: no cover

@@ -12,7 +12,6 @@ Conventions used everywhere in labelloop:
 from __future__ import annotations
 
 import gzip
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy.typing as npt
 from labelloop.errors import ImageFormatError, ImageReadError
 from labelloop.imaging.formats import FileKind, scrub, sniff
 from labelloop.imaging.limits import DecodeLimits, DecodeSize
+from labelloop.quiet import quiet_warnings
 
 __all__ = [
     "Geometry",
@@ -145,8 +145,7 @@ def _nifti_image(path: Path, kind: FileKind) -> Iterator[Any]:
         cls = nib.Nifti2Image if sizeof_hdr == 540 else nib.Nifti1Image
         holder = nib.FileHolder(fileobj=f)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with quiet_warnings():  # nibabel's header complaints; thread-safe (labelloop.quiet)
                 img = cls.from_file_map({"header": holder, "image": holder})
         except Exception as exc:  # nibabel raises many types for broken headers
             raise ImageReadError(f"The NIfTI header cannot be read: {scrub(exc, path)}") from exc
