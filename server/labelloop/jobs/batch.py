@@ -7,6 +7,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from labelloop.datastore import (
     DEFAULT_TAG,
     ORIGINAL_TAG,
@@ -19,7 +22,7 @@ from labelloop.datastore import (
 from labelloop.imaging import Volume, read_volume, write_volume
 from labelloop.inference import ImageSource, InferenceService
 
-__all__ = ["run_batch_infer", "select_images"]
+__all__ = ["run_batch_infer", "save_batch_label", "select_images"]
 
 
 def _load(datastore: Datastore, record: ImageRecord) -> Volume:
@@ -33,6 +36,31 @@ def select_images(datastore: Datastore, which: str) -> list[str]:
         return ids
     labelled = {label.image_id for label in datastore.labels.current(DEFAULT_TAG)}
     return [i for i in ids if (i in labelled) == (which == "labeled")]
+
+
+def save_batch_label(
+    datastore: Datastore,
+    image_id: str,
+    tag: str,
+    label: npt.NDArray[Any],
+    affine: npt.NDArray[np.float64],
+    *,
+    model: str,
+    model_version: int | None,
+    user: str,
+) -> int:
+    """Store a batch result (``(I, J, K)`` class indices on the image's RAS ``affine``) as the next
+    version of ``(image_id, tag)``, by ``user`` from ``model``; returns the version number."""
+    with datastore.blobs.scratch(".nii.gz") as path:
+        write_volume(path, np.asarray(label).astype("uint8"), affine)
+        provenance = Provenance(
+            author=user,
+            source="infer",
+            model=model,
+            model_version=model_version,
+            params={"model": model, "model_version": model_version, "batch": True},
+        )
+        return datastore.labels.save(image_id, tag, LabelFile(path), provenance).version
 
 
 def run_batch_infer(
@@ -61,18 +89,17 @@ def run_batch_infer(
             "latencies": result.latencies,
         }
         if params.get("save_label", True):
-            with datastore.blobs.scratch(".nii.gz") as path:
-                write_volume(path, result.output.label.astype("uint8"), result.image.geometry.affine)
-                provenance = Provenance(
-                    author=user,
-                    source="infer",
-                    model=model,
-                    model_version=result.model_version,
-                    params={"model": model, "model_version": result.model_version, "batch": True},
-                )
-                saved = datastore.labels.save(image_id, tag, LabelFile(path), provenance)
             entry["label"] = image_id
-            entry["version"] = saved.version
+            entry["version"] = save_batch_label(
+                datastore,
+                image_id,
+                tag,
+                result.output.label,
+                result.image.geometry.affine,
+                model=model,
+                model_version=result.model_version,
+                user=user,
+            )
         results[image_id] = entry
         progress(done, len(ids), image_id)
     return results

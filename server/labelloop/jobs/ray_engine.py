@@ -30,15 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from labelloop.activelearning import ScoreStore
-from labelloop.datastore import DEFAULT_TAG, ORIGINAL_TAG, Datastore, LabelFile, Provenance, validate_tag
+from labelloop.datastore import ORIGINAL_TAG, Datastore, validate_tag
 from labelloop.errors import ModelNotReadyError
-from labelloop.imaging import read_volume, write_volume
+from labelloop.imaging import read_volume
 from labelloop.inference import InferenceService
-from labelloop.jobs.batch import select_images
+from labelloop.jobs.batch import save_batch_label, select_images
 from labelloop.jobs.execute import execute_job
 from labelloop.jobs.queue import JobQueue
-from labelloop.jobs.training import mean_dice
+from labelloop.jobs.scoring import dice_of_files, dice_pairs, plan_scoring, record_dice
 from labelloop.registry import Registry
 from labelloop.settings import JobSettings, RaySettings
 from labelloop.tasks import App, InferRequest, TrainContext, TrainData, TrainResult, TrainTask, load_app
@@ -145,10 +144,7 @@ def _score_image(
 
 def _dice_pair(final: str, original: str) -> float | None:
     """A Ray task: the Dice between a final label and the model output it started from."""
-    a = np.asarray(read_volume(Path(final)).array)
-    b = np.asarray(read_volume(Path(original)).array)
-    values = sorted(int(v) for v in np.union1d(np.unique(a), np.unique(b)) if v != 0)
-    return mean_dice(a, b, values) if a.shape == b.shape else None
+    return dice_of_files(Path(final), Path(original))
 
 
 class _Channel:
@@ -415,18 +411,17 @@ class RayEngine:
                 "node": out["node"],
             }
             if params.get("save_label", True):
-                with datastore.blobs.scratch(".nii.gz") as path:
-                    write_volume(path, out["label"], out["affine"])
-                    provenance = Provenance(
-                        author=user,
-                        source="infer",
-                        model=model,
-                        model_version=version,
-                        params={"model": model, "model_version": version, "batch": True},
-                    )
-                    saved = datastore.labels.save(image_id, tag, LabelFile(path), provenance)
                 entry["label"] = image_id
-                entry["version"] = saved.version
+                entry["version"] = save_batch_label(
+                    datastore,
+                    image_id,
+                    tag,
+                    out["label"],
+                    out["affine"],
+                    model=model,
+                    model_version=version,
+                    user=user,
+                )
             results[image_id] = entry
             progress(len(results), len(ids), image_id)
         return results
@@ -452,43 +447,22 @@ class RayEngine:
         method = app.scoring.get(name)
         if method is None:
             raise ValueError(f"unknown scoring method {name!r}")
-        model_name = method.spec.model
-        active = registry.active(model_name)
-        if active is None:
-            raise RuntimeError(f"'{name}' needs a trained '{model_name}' model; train it first")
-        scores_version(model_name, active.version)  # a change of active version stops this job by it
-        store = ScoreStore(datastore.db)
-        fresh = store.fresh(name, active.version)
-        finals = {label.image_id for label in datastore.labels.current(DEFAULT_TAG)}
-        todo = {i.id: i for i in datastore.images.all() if i.id not in finals and fresh.get(i.id) != i.sha256}
+        plan = plan_scoring(name, method, datastore, registry, scores_version)
+        todo = {image.id: image for image in plan.todo}
         remote = self._remote_of(_score_image, **self._task_options())
-        weights = str(Path(active.path).resolve())
+        weights = str(Path(plan.active.path).resolve())
+        version = plan.active.version
 
         def submit(image_id: str) -> Any:
             path = str(datastore.images.file(todo[image_id]).resolve())
             return remote.remote(
-                self.app_folder, name, active.version, weights, path, self.nice, self.settings.torch_threads
+                self.app_folder, name, version, weights, path, self.nice, self.settings.torch_threads
             )
 
-        results: dict[str, Any] = {
-            "model": model_name,
-            "model_version": active.version,
-            "skipped": len(fresh),
-        }
+        results = plan.start()
         done = 0
         for image_id, (value, details) in self._each(list(todo), submit, stop):
-            kept = store.put(
-                image_id,
-                name,
-                model=model_name,
-                model_version=active.version,
-                image_sha256=todo[image_id].sha256,
-                value=value,
-                details=details,
-                only_if_active=True,
-            )
-            if not kept:
-                log(f"{model_name} version {active.version} is no longer the active version: stopped")
+            if not plan.keep(todo[image_id], value, details, log):
                 return None
             results[image_id] = value
             done += 1
@@ -498,12 +472,8 @@ class RayEngine:
     def _dice(
         self, datastore: Datastore, progress: Callable[[int, int, str], None], stop: threading.Event
     ) -> dict[str, Any]:
-        originals = {label.image_id: label for label in datastore.labels.current(ORIGINAL_TAG)}
-        finals = {
-            label.image_id: label
-            for label in datastore.labels.current(DEFAULT_TAG)
-            if label.image_id in originals
-        }
+        pairs, originals = dice_pairs(datastore)
+        finals = {label.image_id: label for label in pairs}
         remote = self._remote_of(_dice_pair, num_cpus=self.settings.task_cpus)
 
         def submit(image_id: str) -> Any:
@@ -513,12 +483,7 @@ class RayEngine:
         scores: dict[str, Any] = {}
         for image_id, score in self._each(list(finals), submit, stop):
             scores[image_id] = score
-            datastore.labels.update_info(
-                image_id,
-                DEFAULT_TAG,
-                {"dice": {"original": score, "original_version": originals[image_id].version}},
-                user="scoring",
-            )
+            record_dice(datastore, image_id, score, originals[image_id].version)
             progress(len(scores), len(finals), image_id)
         return scores
 

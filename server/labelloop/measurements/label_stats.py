@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -293,6 +293,30 @@ def _components(
     return count, int(sizes[1:].max())
 
 
+def _foreground_box(label: npt.NDArray[Any], background: int) -> tuple[slice, slice, slice] | None:
+    """The index box of ``label``'s voxels other than ``background`` (``None``: there are none)."""
+    foreground = label != background
+    box = []
+    for axis in range(3):
+        present = np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != axis)))
+        if present.size == 0:
+            return None
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return (box[0], box[1], box[2])
+
+
+def _shifted(stats: LabelStats, start: IndexTriple) -> LabelStats:
+    """``stats`` measured on a crop starting at voxel ``start``, in the whole map's indices."""
+    if stats.bbox is None or stats.centroid_ijk is None:
+        return stats
+
+    def shift(ijk: Any) -> Any:
+        return type(ijk)(v + s for v, s in zip(ijk, start, strict=True))
+
+    box = replace(stats.bbox, ijk_min=shift(stats.bbox.ijk_min), ijk_max=shift(stats.bbox.ijk_max))
+    return replace(stats, centroid_ijk=shift(stats.centroid_ijk), bbox=box)
+
+
 def measure_labels(
     label: npt.NDArray[Any],
     affine: npt.ArrayLike,
@@ -315,7 +339,9 @@ def measure_labels(
     Returns:
         ``LabelMeasurements`` with one ``LabelStats`` per label, by ascending value.
 
-    Cost: one pass over the map for voxel counts, centroids and boxes (``np.bincount`` in slabs
+    Cost: one pass to find the box of the non-background voxels, which alone is measured (on that
+    box's own grid, indices shifted back: labels filling a fifth of the image cost a third); then
+    one pass over it for voxel counts, centroids and boxes (``np.bincount`` in slabs
     of 4 Mi voxels, never a whole-image mask per label), then per label present a connected-
     component labelling of its bounding box only (``scipy.ndimage.label``), which holds a bool mask
     and a uint16 component map of that box (int32 past 65535 components): about 3 bytes per voxel
@@ -330,6 +356,13 @@ def measure_labels(
     matrix = _check_affine(affine)
     label = np.asarray(label)
     check_label_map(label)
+    crop = _foreground_box(label, background)
+    if crop is not None and any(s.stop - s.start < n for s, n in zip(crop, label.shape, strict=True)):
+        start = (crop[0].start, crop[1].start, crop[2].start)
+        shifted = matrix.copy()
+        shifted[:3, 3] = matrix[:3, :3] @ np.asarray(start, dtype=np.float64) + matrix[:3, 3]
+        inner = measure_labels(label[crop], shifted, names, connectivity=connectivity, background=background)
+        return replace(inner, labels=tuple(_shifted(stats, start) for stats in inner.labels))
     voxel_mm3 = float(abs(np.linalg.det(matrix[:3, :3])))
     if names is None:
         found = profiles(label, [v for v in candidate_values(label).tolist() if v != background])
